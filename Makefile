@@ -1,0 +1,61 @@
+# trigkit: `make train export synth` is the main job, `make test` the tests.
+# The first target that needs Python creates .venv and installs the pinned stack into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+MODEL ?=
+BUILD := build
+TRIGKIT := $(BIN)/trigkit
+
+.PHONY: all venv train export rtl sim synth report test lint bench baseline clean
+
+all: train export synth
+
+$(STAMP): pyproject.toml
+	@echo "== creating $(VENV) and installing the pinned stack (one-time, ~2 min) =="
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	# torch first and pinned: a CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The coincidence-window baseline study: roads, turn-on curves, fake rate, signal efficiencies.
+baseline: $(STAMP)
+	$(TRIGKIT) baseline --out $(BUILD)/baseline --no-progress
+
+train: $(STAMP) baseline
+	@echo "== train: the training core and the L0 models are not implemented yet (issue 3); =="
+	@echo "==        ran what exists: simulation and the coincidence baseline -> $(BUILD)/baseline =="
+
+export: $(STAMP)
+	@echo "== export: not implemented yet (issue 4): nothing exported =="
+
+rtl: $(STAMP)
+	@echo "== rtl: not implemented yet (issue 5): no RTL generated =="
+
+sim: $(STAMP)
+	@echo "== sim: not implemented yet (issue 5): no testbench run =="
+
+synth: $(STAMP)
+	@echo "== synth: not implemented yet (issue 6): nothing synthesised =="
+
+report: $(STAMP) baseline
+	@echo "== report: only the baseline report exists so far: $(BUILD)/baseline/baseline.md =="
+
+lint: $(STAMP)
+	$(BIN)/ruff check sw tests
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python sw/bench/bench_simulate.py
+
+clean:
+	rm -rf $(BUILD) sim/sim_build* .pytest_cache .ruff_cache
+	find hls hw -mindepth 1 -maxdepth 1 -type d ! -name common -exec rm -rf {} +

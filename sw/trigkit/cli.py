@@ -1,0 +1,247 @@
+"""The ``trigkit`` command line: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import TrigkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="trigkit: FPGA-first trigger co-design. Simulate RPC sector images, run the standard "
+    "coincidence trigger, train, export and verify quantised networks.",
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML file with 'detector:' and 'generator:' sections "
+                 "(see sw/docs/simulation.md for every key)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one setting, e.g. --set detector.noise_rate=5e-3 "
+                 "(repeatable; value in YAML syntax)."),
+]
+NoiseOpt = Annotated[
+    float | None,
+    typer.Option("--noise", help="Shortcut for --set detector.noise_rate=VALUE (per strip per "
+                 "bunch crossing, 0-0.1)."),
+]
+EffOpt = Annotated[
+    float | None,
+    typer.Option("--efficiency", help="Shortcut for --set detector.efficiency=VALUE (all layers, "
+                 "0-1)."),
+]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+]
+
+
+def _sim_config(config: Path | None, overrides: list[str] | None, noise: float | None,
+                efficiency: float | None):
+    from .detector import load_sim_config
+
+    sets = list(overrides or [])
+    if noise is not None:
+        sets.append(f"detector.noise_rate={noise!r}")
+    if efficiency is not None:
+        sets.append(f"detector.efficiency={efficiency!r}")
+    return load_sim_config(config, sets)
+
+
+@app.command()
+def simulate(
+    sample: Annotated[str, typer.Option(help="noise, prompt, nonpointing, darkphoton or mixed.")],
+    events: Annotated[int, typer.Option(help="Number of events (bunch crossings).")],
+    out: Annotated[Path, typer.Option(help="Output HDF5 file.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    noise: NoiseOpt = None,
+    efficiency: EffOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Simulate RPC hit images of one barrel sector into an HDF5 file."""
+    from .detector import SAMPLES
+    from .io import check_output_path
+    from .simulate import write_h5
+
+    if sample not in SAMPLES:
+        raise TrigkitError(f"--sample {sample!r} unknown; allowed: {', '.join(SAMPLES)}")
+    if events <= 0:
+        raise TrigkitError(f"--events = {events} must be a positive number of events")
+    cfg = _sim_config(config, set_, noise, efficiency)
+    check_output_path(out, overwrite=overwrite)
+    t0 = time.perf_counter()
+    write_h5(out, cfg, sample, events, seed, overwrite=overwrite, progress=progress)
+    dt = time.perf_counter() - t0
+    typer.echo(f"wrote {events} {sample} events to {out} in {dt:.1f} s ({events / dt:,.0f} ev/s)")
+
+
+@app.command()
+def show(
+    input_file: Annotated[Path, typer.Argument(help="HDF5 file from trigkit simulate.")],
+    events: Annotated[int, typer.Option(help="Number of events to draw.")] = 8,
+    first: Annotated[int, typer.Option(help="Index of the first event.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default INPUT_display.png).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Draw an event display (hit images with true muon crossings) as a PNG."""
+    import h5py
+
+    from .io import check_output_path
+    from .plots import event_display
+    from .simulate import read_h5_config
+
+    if events <= 0 or first < 0:
+        raise TrigkitError("--events must be positive and --first non-negative")
+    out = out or input_file.with_name(input_file.stem + "_display.png")
+    check_output_path(out, overwrite=overwrite)
+    if not input_file.is_file():
+        raise TrigkitError(f"input file {input_file} not found")
+    cfg = read_h5_config(input_file)
+    with h5py.File(input_file, "r") as f:
+        n = f["hits"].shape[0]
+        if first >= n:
+            raise TrigkitError(f"--first {first} is beyond the {n} events in {input_file}")
+        sl = slice(first, min(first + events, n))
+        data = {k: f[k][sl] for k in f if f[k].shape[:1] == (n,)}
+    event_display(data, cfg.detector, out, indices=list(range(len(data["hits"]))),
+                  title=f"{input_file.name}: events {sl.start}-{sl.stop - 1}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def baseline(
+    out: Annotated[Path, typer.Option(help="Output directory (created).")] = Path("build/baseline"),
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="Trigger mode(s): low, high, phase2 (repeatable; default all three)."),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="pT threshold in GeV for the roads.")] = 20.0,
+    target_eff: Annotated[
+        float, typer.Option(help="Efficiency at threshold relative to the plateau (0-1).")
+    ] = 0.90,
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", help="Apply the trigger to this HDF5 file and write "
+                     "OUT/decisions.npz instead of running the simulated study."),
+    ] = None,
+    roads: Annotated[
+        Path | None, typer.Option(help="Use these calibrated roads (roads_<mode>.json).")
+    ] = None,
+    turn_on_events: Annotated[int, typer.Option(help="Prompt muons for the turn-on.")] = 40000,
+    noise_events: Annotated[int, typer.Option(help="Noise-only events for the rate.")] = 200000,
+    signal_events: Annotated[
+        int, typer.Option(help="Non-pointing and dark-photon events each.")
+    ] = 20000,
+    calib_events: Annotated[int, typer.Option(help="Muons at threshold for calibration.")] = 40000,
+    seed: Annotated[int, typer.Option(help="Seed of the study samples.")] = 7,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    noise: NoiseOpt = None,
+    efficiency: EffOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Calibrate and run the standard coincidence-window trigger.
+
+    Without --input: calibrate roads for each mode, then measure turn-on curves, the fake rate on
+    noise-only events (with a noise scan) and efficiencies for non-pointing and dark-photon muons;
+    writes roads_<mode>.json, baseline.json, baseline.md and plots/*.png to OUT.
+    With --input: write each event's decision and region-of-interest column to OUT/decisions.npz.
+    """
+    from .baseline import (
+        MODES, BaselineConfig, Roads, StudyConfig, calibrate_roads, efficiency_by_label,
+        run_trigger, study, study_markdown,
+    )
+    from .config import from_dict
+    from .io import atomic_path, write_json_atomic, write_text_atomic
+    from .plots import plot_noise_scan, plot_turn_on
+    from .simulate import read_h5, read_h5_config
+
+    modes = mode or list(MODES)
+    for m in modes:
+        if m not in MODES:
+            raise TrigkitError(f"--mode {m!r} unknown; allowed: {', '.join(MODES)}")
+    if roads and len(modes) != 1:
+        raise TrigkitError("--roads applies to one mode; pass --mode too")
+    if input_file is not None:
+        sim_cfg = read_h5_config(input_file)
+    else:
+        sim_cfg = _sim_config(config, set_, noise, efficiency)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrigkitError(f"cannot create output directory {out}: {err.strerror}") from None
+    roads_by_mode: dict[str, Roads] = {}
+    for m in modes:
+        if roads:
+            r = Roads.load(roads)
+            r.check_detector(sim_cfg.detector)
+        else:
+            bcfg = from_dict(BaselineConfig, {
+                "mode": m, "threshold_gev": threshold, "target_efficiency": target_eff,
+                "calib_events": calib_events,
+            })
+            t0 = time.perf_counter()
+            r = calibrate_roads(sim_cfg, bcfg, progress=progress)
+            r.save(out / f"roads_{m}.json")
+            typer.echo(f"{m}-pT roads for {threshold:g} GeV (quantile {r.quantile:.3f}, "
+                       f"relative efficiency at threshold {r.efficiency_at_threshold:.3f}, "
+                       f"{time.perf_counter() - t0:.1f} s) -> {out / f'roads_{m}.json'}")
+        roads_by_mode[r.config.mode] = r
+
+    if input_file is not None:
+        import numpy as np
+
+        data = read_h5(input_file, ["hits", "label"])
+        arrays = {}
+        for m, r in roads_by_mode.items():
+            decision, roi = run_trigger(data["hits"], sim_cfg.detector, r)
+            arrays[f"decision_{m}"] = decision
+            arrays[f"roi_column_{m}"] = roi
+            typer.echo(f"{m}: " + json.dumps(efficiency_by_label(decision, data["label"])))
+        with atomic_path(out / "decisions.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, label=data["label"], **arrays)
+        typer.echo(f"wrote {out / 'decisions.npz'}")
+        return
+
+    study_cfg = from_dict(StudyConfig, {
+        "turn_on_events": turn_on_events, "noise_events": noise_events,
+        "signal_events": signal_events, "seed": seed,
+    })
+    t0 = time.perf_counter()
+    results = study(sim_cfg, roads_by_mode, study_cfg, progress=progress)
+    results["study_seconds"] = time.perf_counter() - t0
+    write_json_atomic(out / "baseline.json", results)
+    (out / "plots").mkdir(exist_ok=True)
+    plot_turn_on(results, out / "plots" / "turn_on.png")
+    plot_noise_scan(results, out / "plots" / "noise_scan.png")
+    md = study_markdown(results)
+    write_text_atomic(out / "baseline.md", md)
+    typer.echo(md)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except TrigkitError as err:
+        typer.echo(f"trigkit: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("trigkit: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
