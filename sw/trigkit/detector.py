@@ -158,6 +158,8 @@ class DetectorConfig:
                 f"detector.efficiency has {len(effs)} values for {n} layers; "
                 "give one value or one per layer"
             )
+        if isinstance(self.efficiency, int | float):
+            require_range("detector.efficiency", self.efficiency, 0.0, 1.0)
         for i, e in enumerate(effs):
             require_range(f"detector.efficiency[{self.layer_names[i]}]", e, 0.0, 1.0)
         if not 1 <= len(self.cluster_size_probs) <= 3:

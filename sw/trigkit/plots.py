@@ -41,7 +41,8 @@ def event_display(
         label = LABEL_NAMES.get(int(events["label"][i]), "?") if "label" in events else ""
         info = [f"#{i} {label}"]
         for key, fmt in (("pt", "pT={:.1f} GeV"), ("q", "q={:+.0f}"), ("vtx_r", "R={:.0f} cm")):
-            if key in events and np.isfinite(events[key][i]) and not (key == "q" and label == "darkphoton"):
+            has_muon = "pt" in events and np.isfinite(events["pt"][i])
+            if key in events and has_muon and not (key == "q" and label == "darkphoton"):
                 info.append(fmt.format(float(events[key][i])))
         ax.set_yticks(range(det.n_layers), det.layer_names, fontsize=6)
         ax.text(1.002, 0.5, "\n".join(info), transform=ax.transAxes, fontsize=7, va="center")

@@ -188,13 +188,13 @@ def _gen_darkphoton(
     alpha = rng.uniform(g.darkphoton_opening_min, g.darkphoton_opening_max, n)
     pt1 = rng.uniform(g.darkphoton_pt_min_gev, g.darkphoton_pt_max_gev, n)
     pt2 = rng.uniform(g.darkphoton_pt_min_gev, g.darkphoton_pt_max_gev, n)
-    p1, p2 = pt1 / np.sin(theta_g), pt2 / np.sin(theta_g)
-    a1 = alpha * p2 / (p1 + p2)
+    # Share the opening angle from approximate momenta, then fix each muon's momentum so its
+    # final pT is exactly the drawn one (the balance then holds to second order in alpha).
+    a1 = alpha * pt2 / (pt1 + pt2)
     th1 = np.clip(theta_g + a1, 0.05, np.pi - 0.05)
     th2 = np.clip(theta_g - (alpha - a1), 0.05, np.pi - 0.05)
+    p1, p2 = pt1 / np.sin(th1), pt2 / np.sin(th2)
     q1 = _charges(rng, n)
-    # pT follows from the momentum and the final direction of each muon.
-    pt1, pt2 = p1 * np.sin(th1), p2 * np.sin(th2)
     pz = p1 * np.cos(th1) + p2 * np.cos(th2)
     pr = pt1 + pt2
     truth = {

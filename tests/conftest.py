@@ -1,0 +1,22 @@
+import numpy as np
+import pytest
+
+from trigkit.detector import SimConfig
+
+
+@pytest.fixture
+def cfg() -> SimConfig:
+    return SimConfig()
+
+
+@pytest.fixture
+def quiet_cfg() -> SimConfig:
+    """Ideal detector: full efficiency, single-strip clusters, no noise, no scattering."""
+    return SimConfig().replace(detector={
+        "efficiency": 1.0, "cluster_size_probs": [1.0], "noise_rate": 0.0, "material_x0": 0.0,
+    })
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
