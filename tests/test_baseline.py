@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from trigkit.baseline import (
-    BaselineConfig, Roads, calibrate_roads, efficiency, fake_rate_hz, nearest_hit_distance,
+    BaselineConfig,
+    Roads,
+    calibrate_roads,
+    efficiency,
+    fake_rate_hz,
+    nearest_hit_distance,
     run_trigger,
 )
 from trigkit.config import from_dict
@@ -110,7 +115,8 @@ def test_calibration_reaches_the_target_at_threshold(calibrated):
     for thr, r in by_thr.items():
         assert 0.90 <= r.efficiency_at_threshold <= 0.97
         # independent sample at exactly the threshold, judged against unlimited roads
-        c = cfg.replace(generator={"pt_min_gev": thr, "pt_max_gev": thr}, detector={"noise_rate": 0})
+        c = cfg.replace(generator={"pt_min_gev": thr, "pt_max_gev": thr},
+                        detector={"noise_rate": 0})
         ev = simulate(c, "prompt", 4000, 99)
         open_roads = Roads(r.config, np.full_like(r.half_widths, 384))
         rel = run_trigger(ev["hits"], cfg.detector, r)[0].mean() / run_trigger(

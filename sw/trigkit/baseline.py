@@ -109,7 +109,9 @@ class Roads:
             return cls(cfg, widths, data.get("quantile", math.nan),
                        data.get("efficiency_at_threshold", math.nan), data.get("detector", {}))
         except (KeyError, TypeError, ValueError) as err:
-            raise TrigkitError(f"roads file is malformed ({err}); recalibrate with trigkit baseline") from None
+            raise TrigkitError(
+                f"roads file is malformed ({err}); recalibrate with trigkit baseline"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         from .io import write_json_atomic
@@ -120,7 +122,9 @@ class Roads:
     def load(cls, path: str | Path) -> Roads:
         p = Path(path)
         if not p.is_file():
-            raise TrigkitError(f"roads file {p} not found; create it with trigkit baseline --out DIR")
+            raise TrigkitError(
+                f"roads file {p} not found; create it with trigkit baseline --out DIR"
+            )
         try:
             return cls.from_dict(json.loads(p.read_text()))
         except json.JSONDecodeError as err:
@@ -153,7 +157,9 @@ def _station_rows(det: DetectorConfig, name: str) -> tuple[int, ...]:
     return det.stations[name]
 
 
-def _fires(in_road: np.ndarray, pivot: np.ndarray, det: DetectorConfig, cfg: BaselineConfig) -> np.ndarray:
+def _fires(
+    in_road: np.ndarray, pivot: np.ndarray, det: DetectorConfig, cfg: BaselineConfig
+) -> np.ndarray:
     """Majority logic per pivot column: in_road (N, L, C) bool, pivot (N, C) bool -> (N, C)."""
     bm = _station_rows(det, "BM1") + _station_rows(det, "BM2")
     low = pivot & (in_road[:, list(bm)].sum(axis=1) >= cfg.low_majority)
@@ -175,7 +181,9 @@ def _column_widths(det: DetectorConfig, widths: np.ndarray) -> np.ndarray:
     return widths[region].T
 
 
-def run_trigger(hits: np.ndarray, det: DetectorConfig, roads: Roads) -> tuple[np.ndarray, np.ndarray]:
+def run_trigger(
+    hits: np.ndarray, det: DetectorConfig, roads: Roads
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply the coincidence trigger to images (N, L, C).
 
     Returns ``decision`` (N,) bool and ``roi_column`` (N,) int (-1 where the event did not fire).
@@ -261,7 +269,9 @@ def calibrate_roads(
 
     plateau = efficiency_with(np.full((cfg.n_regions, det.n_layers), np.inf))
     if plateau == 0:
-        raise TrigkitError("no calibration muon fires even with unlimited roads; check the geometry")
+        raise TrigkitError(
+            "no calibration muon fires even with unlimited roads; check the geometry"
+        )
     lo, hi = 0.0, 1.0
     best = widths_at(1.0)
     for _ in range(16):

@@ -91,7 +91,9 @@ def show(
     input_file: Annotated[Path, typer.Argument(help="HDF5 file from trigkit simulate.")],
     events: Annotated[int, typer.Option(help="Number of events to draw.")] = 8,
     first: Annotated[int, typer.Option(help="Index of the first event.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="PNG to write (default INPUT_display.png).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write (default INPUT_display.png).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Draw an event display (hit images with true muon crossings) as a PNG."""
@@ -159,8 +161,15 @@ def baseline(
     With --input: write each event's decision and region-of-interest column to OUT/decisions.npz.
     """
     from .baseline import (
-        MODES, BaselineConfig, Roads, StudyConfig, calibrate_roads, efficiency_by_label,
-        run_trigger, study, study_markdown,
+        MODES,
+        BaselineConfig,
+        Roads,
+        StudyConfig,
+        calibrate_roads,
+        efficiency_by_label,
+        run_trigger,
+        study,
+        study_markdown,
     )
     from .config import from_dict
     from .io import atomic_path, write_json_atomic, write_text_atomic

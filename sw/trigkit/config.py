@@ -82,7 +82,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError listing allowed ones."""
+    """Build dataclass ``cls`` from ``data``; unknown keys raise a ConfigError listing the rest."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -320,7 +320,9 @@ class SimConfig:
         return SimConfig.from_dict(data)
 
 
-def load_sim_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SimConfig:
+def load_sim_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> SimConfig:
     """Load a SimConfig from an optional YAML file plus ``section.key=value`` overrides."""
     data: dict[str, Any] = load_yaml(path) if path else {}
     if overrides:

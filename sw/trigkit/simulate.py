@@ -121,7 +121,8 @@ class _Muons:
 
     @staticmethod
     def concat(parts: list[_Muons]) -> _Muons:
-        return _Muons(*(np.concatenate([getattr(m, f) for m in parts]) for f in _Muons.__annotations__))
+        fields = _Muons.__annotations__
+        return _Muons(*(np.concatenate([getattr(m, f) for m in parts]) for f in fields))
 
 
 def _empty_truth(n: int, n_layers: int) -> dict[str, np.ndarray]:
@@ -367,7 +368,7 @@ def simulate(
     """Simulate ``n_events`` events in memory; same arguments give identical arrays."""
     chunks = [c for _, c in _progress(iter_chunks(cfg, sample, n_events, seed), n_events, progress)]
     if not chunks:
-        return {k: v[:0] for k, v in simulate_chunk(cfg, sample, 0, np.random.default_rng(0)).items()}
+        return simulate_chunk(cfg, sample, 0, np.random.default_rng(0))
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -423,7 +424,8 @@ def write_h5(
                 )
                 if key in TRUTH_UNITS:
                     dsets[key].attrs["units"] = TRUTH_UNITS[key]
-            for first, chunk in _progress(iter_chunks(cfg, sample, n_events, seed), n_events, progress):
+            chunks = _progress(iter_chunks(cfg, sample, n_events, seed), n_events, progress)
+            for first, chunk in chunks:
                 for key, arr in chunk.items():
                     dsets[key][first:first + len(arr)] = arr
     return out
