@@ -240,6 +240,114 @@ def baseline(
     typer.echo(md)
 
 
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card name (models/NAME.yaml) "
+                                       "or path to a card file.")]
+
+
+def run_evaluation(card, progress: bool) -> dict:
+    """Evaluate the best checkpoint of ``card`` and write report.json, report.md and plots."""
+    from .data import load_splits
+    from .evaluate import evaluate_model
+    from .models import count_parameters, weight_memory_bits
+    from .report import update_report, write_markdown
+    from .train import load_trained_model, model_dir
+
+    out = model_dir(card.name)
+    t0 = time.perf_counter()
+    model = load_trained_model(card)
+    splits = load_splits(card, progress=progress)
+    result = evaluate_model(card, model, splits, out, progress=progress)
+    plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
+    update_report(out, {
+        "model": card.name, "task": card.task, "params": count_parameters(model),
+        "weight_bits": card.quant.weight_bits,
+        "weight_memory_bits": weight_memory_bits(model, card),
+        "metrics": result["metrics"], "baseline": result["baseline"], "plots": plots,
+    }, timings={"evaluate": time.perf_counter() - t0})
+    write_markdown(out, card.description)
+    return result
+
+
+@app.command()
+def train(
+    model: ModelOpt,
+    fresh: Annotated[
+        bool, typer.Option(help="Ignore existing checkpoints and start over.")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option(help="Override training.epochs.")] = None,
+    evaluate: Annotated[
+        bool, typer.Option(help="Evaluate and write the report afterwards.")
+    ] = True,
+    progress: ProgressOpt = True,
+) -> None:
+    """Train a model from its card (resuming from build/NAME/last.pt), then evaluate it.
+
+    Writes build/NAME/{best,last}.pt, history.json, metrics.csv, report.json, report.md, plots/.
+    """
+    from .card import load_card
+    from .data import load_splits
+    from .plots import plot_training_history
+    from .report import update_report
+    from .train import Trainer, model_dir
+
+    card = load_card(model)
+    if epochs is not None and epochs < 1:
+        raise TrigkitError(f"--epochs = {epochs} must be at least 1")
+    splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
+    trainer = Trainer(card, progress=progress, splits=splits)
+    t0 = time.perf_counter()
+    result = trainer.fit(fresh=fresh, epochs=epochs)
+    wall = time.perf_counter() - t0
+    out = model_dir(card.name)
+    if result.history:
+        plot_training_history(result.history, out / "plots" / "loss.png")
+    fields = {"model": card.name, "task": card.task, "training": {
+        "epochs": len(result.history), "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss, "stopped": result.stopped,
+        "seconds": sum(h["seconds"] for h in result.history),
+        "threads": card.training.threads}}
+    update_report(out, fields, timings={"train": sum(h["seconds"] for h in result.history)})
+    typer.echo(f"{card.name}: trained {len(result.history)} epochs ({result.stopped}), best epoch "
+               f"{result.best_epoch}, this run {wall:.1f} s wall")
+    if evaluate:
+        res = run_evaluation(card, progress)
+        _echo_metrics(card.name, res)
+
+
+def _echo_metrics(name: str, result: dict) -> None:
+    def short(d: dict) -> str:
+        keys = ("accuracy", "auc", "eff_at_baseline_fake_rate", "eff_prompt_above_threshold",
+                "eff_nonpointing", "fake_rate_hz", "sigma_core_cm", "mean_cm", "tail_frac_8cm")
+        return ", ".join(f"{k}={d[k]:.4g}" for k in keys
+                         if isinstance(d.get(k), int | float))
+    typer.echo(f"{name} network : {short(result['metrics'])}")
+    typer.echo(f"{name} baseline: {short(result['baseline'])}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(model: ModelOpt, progress: ProgressOpt = True) -> None:
+    """Evaluate a trained model against the standard algorithm; writes report and plots."""
+    from .card import load_card
+
+    card = load_card(model)
+    _echo_metrics(card.name, run_evaluation(card, progress))
+
+
+@app.command()
+def report(model: ModelOpt) -> None:
+    """Re-render build/NAME/report.md from report.json."""
+    from .card import load_card
+    from .report import write_markdown
+    from .train import model_dir
+
+    card = load_card(model)
+    out = model_dir(card.name)
+    if not (out / "report.json").is_file():
+        raise TrigkitError(f"{out / 'report.json'} not found; run trigkit train --model "
+                           f"{card.name} first")
+    typer.echo(f"wrote {write_markdown(out, card.description)}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -1,0 +1,299 @@
+"""Model cards: one YAML file per model (``models/<name>.yaml``) carrying its whole configuration.
+
+A card has the sections ``data``, ``architecture``, ``quant``, ``training``, ``evaluation`` and
+``hardware``; every stage reads what it needs from the card and nothing else. Unknown keys are
+errors that list the allowed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import from_dict, load_yaml, require_range, to_dict
+from .detector import LABELS
+from .errors import ConfigError, TrigkitError
+
+#: Where model cards live, relative to the repository root (or the working directory).
+MODELS_DIR = Path("models")
+#: Default models built by ``make train`` (in dependency order: teachers first).
+DEFAULT_MODELS = ("l0_pointing_f32", "l0_pointing_tnn", "l0_vertex_f32", "l0_vertex_tnn")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the events come from and what the network learns.
+
+    Attributes:
+        source: ``simulate`` (generate with trigkit simulate, cached by configuration hash) or the
+            path of an HDF5 file in the CONTRACT.md format.
+        sample: simulated sample (``mixed``, ``darkphoton``, ...) when ``source`` is simulate.
+        events: number of simulated events.
+        seed: simulation seed.
+        sim: overrides of the simulation config, e.g. ``{detector: {noise_rate: 0.0}}``.
+        input_shape: image shape the architecture expects; checked against the data.
+        split: train / validation / test fractions (blocks of 256 events, assigned by seed).
+        split_seed: seed of that assignment.
+        target: ``label`` for classification or a truth dataset (e.g. ``vtx_r``) for regression.
+        classes: class names (event types) for classification, in output order.
+        class_map: event type -> class name, to merge types (e.g. darkphoton: nonpointing).
+        target_scale: regression target is divided by this for training (outputs scaled back).
+    """
+
+    source: str = "simulate"
+    sample: str = "mixed"
+    events: int = 60000
+    seed: int = 1
+    sim: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] = (9, 384)
+    split: tuple[float, ...] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    target: str = "label"
+    classes: tuple[str, ...] = ("noise", "prompt", "nonpointing")
+    class_map: dict[str, str] = field(default_factory=dict)
+    target_scale: float = 1.0
+
+    def validate(self) -> None:
+        require_range("data.events", self.events, 10)
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or not math.isclose(
+            sum(self.split), 1.0, abs_tol=1e-6
+        ):
+            raise ConfigError(
+                f"data.split = {list(self.split)} must be three fractions summing to 1"
+            )
+        if min(self.split) <= 0:
+            raise ConfigError("data.split fractions must all be positive")
+        require_range("data.target_scale", self.target_scale, 0.0, lo_open=True)
+        for name in (*self.classes, *self.class_map, *self.class_map.values()):
+            if name not in LABELS:
+                raise ConfigError(
+                    f"data class {name!r} is not an event type; allowed: {', '.join(LABELS)}"
+                )
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Network architecture (FPGA-minded: input reduction, few channels, valid convolutions).
+
+    Attributes:
+        kind: ``l0_cnn`` (convolutional, for images) or ``mlp``.
+        eta_pool: OR-pool (max-pool) of this many adjacent eta columns at the input.
+        channels: output channels of each convolution (valid padding).
+        kernel: convolution kernel (rows, columns).
+        pool: max-pool after each convolution (rows, columns); (1, 1) for none.
+        dense: hidden dense layer widths.
+        dropout: dropout probability after hidden dense layers (float models).
+        batchnorm: batch normalisation after convolutions (float models only).
+    """
+
+    kind: Literal["l0_cnn", "mlp"] = "l0_cnn"
+    eta_pool: int = 4
+    channels: tuple[int, ...] = (8, 8)
+    kernel: tuple[int, ...] = (3, 3)
+    pool: tuple[int, ...] = (1, 2)
+    dense: tuple[int, ...] = (16,)
+    dropout: float = 0.0
+    batchnorm: bool = False
+
+    def validate(self) -> None:
+        require_range("architecture.eta_pool", self.eta_pool, 1, 64)
+        for c in self.channels:
+            require_range("architecture.channels", c, 1, 1024)
+        for d in self.dense:
+            require_range("architecture.dense", d, 1, 4096)
+        if len(self.kernel) != 2 or len(self.pool) != 2:
+            raise ConfigError(
+                "architecture.kernel and architecture.pool need two values (rows, columns)"
+            )
+        require_range("architecture.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Quantisation. ``float`` trains plain PyTorch; ``ternary`` uses Brevitas QAT.
+
+    Ternary rules (what makes the export exact later): weights in {-1, 0, +1} times one
+    power-of-two scale per tensor, binary input, unsigned ``act_bits``-bit activations with
+    power-of-two scales, no biases.
+    """
+
+    weights: Literal["float", "ternary"] = "float"
+    weight_scale: float = 0.25
+    act_bits: int = 3
+
+    def validate(self) -> None:
+        if self.weights == "ternary":
+            exponent = math.log2(self.weight_scale) if self.weight_scale > 0 else math.nan
+            if not math.isfinite(exponent) or exponent != round(exponent):
+                raise ConfigError(
+                    f"quant.weight_scale = {self.weight_scale:g} must be a power of two "
+                    "(e.g. 0.125, 0.25, 0.5, 1) for an exact fixed-point export"
+                )
+            require_range("quant.act_bits", self.act_bits, 1, 8)
+
+    @property
+    def is_quantised(self) -> bool:
+        return self.weights != "float"
+
+    @property
+    def weight_bits(self) -> int:
+        return 2 if self.weights == "ternary" else 32
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """Knowledge distillation from a trained teacher model (its best checkpoint)."""
+
+    teacher: str = ""
+    temperature: float = 4.0
+    weight: float = 0.5
+
+    def validate(self) -> None:
+        require_range("training.distill.temperature", self.temperature, 0.0, lo_open=True)
+        require_range("training.distill.weight", self.weight, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimiser, schedule, early stopping, regularisation and budget."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    patience: int = 5
+    seed: int = 0
+    sparsity_l1: float = 0.0
+    loss: Literal["auto", "cross_entropy", "huber", "mse"] = "auto"
+    huber_delta: float = 1.0
+    distill: DistillSpec | None = None
+    max_minutes: float = 10.0
+    threads: int = 2
+
+    def validate(self) -> None:
+        require_range("training.epochs", self.epochs, 1, 10000)
+        require_range("training.batch_size", self.batch_size, 1, 1 << 16)
+        require_range("training.lr", self.lr, 0.0, 10.0, lo_open=True)
+        require_range("training.weight_decay", self.weight_decay, 0.0)
+        require_range("training.patience", self.patience, 1)
+        require_range("training.sparsity_l1", self.sparsity_l1, 0.0)
+        require_range("training.max_minutes", self.max_minutes, 0.0, lo_open=True)
+        require_range("training.threads", self.threads, 1, 256)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How the model is compared with the standard algorithm on the same events.
+
+    Attributes:
+        baseline_mode: coincidence-trigger mode (low, high, phase2) for classification models.
+        threshold_gev: its pT threshold (roads calibrated on simulation).
+        noise_events: extra noise-only events for the fake rate (same events for both triggers).
+        seed: seed of those extra events.
+    """
+
+    baseline_mode: Literal["low", "high", "phase2"] = "high"
+    threshold_gev: float = 20.0
+    noise_events: int = 100000
+    seed: int = 99
+
+    def validate(self) -> None:
+        require_range("evaluation.threshold_gev", self.threshold_gev, 0.0, lo_open=True)
+        require_range("evaluation.noise_events", self.noise_events, 0)
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Hardware target used by the export, RTL and synthesis stages."""
+
+    part: str = "xcvu13p-flga2577-2-e"
+    clock_ns: float = 3.125
+    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
+    latency_cutoff_ns: float = 100.0
+
+    def validate(self) -> None:
+        require_range("hardware.clock_ns", self.clock_ns, 0.0, lo_open=True)
+        require_range("hardware.latency_cutoff_ns", self.latency_cutoff_ns, 0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything about one model; see the section dataclasses for the keys."""
+
+    name: str
+    task: Literal["classification", "regression"]
+    description: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    architecture: ArchSpec = field(default_factory=ArchSpec)
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    training: TrainSpec = field(default_factory=TrainSpec)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    hardware: HardwareSpec = field(default_factory=HardwareSpec)
+
+    def validate(self) -> None:
+        if not self.name.replace("_", "").isalnum():
+            raise ConfigError(f"model name {self.name!r} may hold only letters, digits and _")
+        if self.task == "classification":
+            if self.data.target != "label":
+                raise ConfigError(
+                    f"classification needs data.target: label (got {self.data.target!r})"
+                )
+            if len(self.data.classes) < 2:
+                raise ConfigError("classification needs at least two data.classes")
+        elif self.data.target == "label":
+            raise ConfigError("regression needs a truth dataset as data.target, e.g. vtx_r")
+        if self.quant.is_quantised and self.architecture.batchnorm:
+            raise ConfigError("architecture.batchnorm is only for float models (not exportable "
+                              "exactly); set it to false for quant.weights: ternary")
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.data.classes) if self.task == "classification" else 1
+
+    def architecture_dict(self) -> dict[str, Any]:
+        """What a checkpoint must match to be loaded into this card's network."""
+        return {
+            "task": self.task, "n_outputs": self.n_outputs,
+            "input_shape": list(self.data.input_shape),
+            "architecture": to_dict(self.architecture), "quant": to_dict(self.quant),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def card_path(name_or_path: str | Path, models_dir: Path = MODELS_DIR) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return models_dir / f"{p.name}.yaml"
+
+
+def load_card(name_or_path: str | Path, models_dir: Path = MODELS_DIR) -> ModelCard:
+    """Load ``models/<name>.yaml`` (or a card file path) strictly."""
+    path = card_path(name_or_path, models_dir)
+    if not path.is_file():
+        known = sorted(p.stem for p in models_dir.glob("*.yaml")) if models_dir.is_dir() else []
+        raise TrigkitError(
+            f"model card {path} not found"
+            + (f"; known models: {', '.join(known)}" if known else "")
+        )
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    if data["name"] != path.stem:
+        raise ConfigError(
+            f"model card {path} has name {data['name']!r}; it must match the file name"
+        )
+    try:
+        return from_dict(ModelCard, data)
+    except TypeError as err:  # a required key (name, task) is missing
+        raise ConfigError(f"model card {path}: {err}; required keys: name, task") from None

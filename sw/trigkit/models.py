@@ -1,0 +1,204 @@
+"""Network builders: one topology per architecture kind, float (PyTorch) or ternary (Brevitas).
+
+The quantised variants follow the rules that make the later export exact
+(../shared/TOOLCHAIN.md): binary input on its grid (unsigned 1 bit, scale 1), weights in
+{-1, 0, +1} x one power-of-two constant per tensor, unsigned activations with power-of-two
+scales, no biases, no batch norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .card import ModelCard
+
+
+def _brevitas_quantisers(weight_scale: float, act_bits: int):
+    from brevitas.quant.base import PerTensorConstScaling2bit, UintQuant
+    from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
+    from brevitas.quant.solver import ActQuantSolver
+    from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
+
+    class BinaryInputQuant(UintQuant, PerTensorConstScaling2bit, ActQuantSolver):
+        """Hits are 0 or 1: unsigned 1-bit, constant scale 1."""
+
+        bit_width = 1
+        scaling_const = 1.0
+        max_val = 1.0
+        min_val = 0.0
+
+    class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
+        """Ternary weights with a power-of-two scale (Brevitas' stock 0.1 is not exact)."""
+
+        scaling_const = weight_scale
+
+    class ActQuant(Uint8ActPerTensorFixedPoint):
+        """Unsigned activations, power-of-two scale learned from statistics."""
+
+        bit_width = act_bits
+
+    return BinaryInputQuant, TernaryWeightQuant, ActQuant
+
+
+class _Layers:
+    """Factory of float or quantised layers with one interface."""
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+        self.quant = card.quant.is_quantised
+        if self.quant:
+            self.input_q, self.weight_q, self.act_q = _brevitas_quantisers(
+                card.quant.weight_scale, card.quant.act_bits)
+
+    def input(self) -> nn.Module:
+        if not self.quant:
+            return nn.Identity()
+        import brevitas.nn as qnn
+
+        return qnn.QuantIdentity(act_quant=self.input_q, return_quant_tensor=True)
+
+    def _init_ternary(self, layer: nn.Module) -> None:
+        # Uniform in +-1.5 scale: about two thirds of the weights start non-zero.
+        s = self.card.quant.weight_scale
+        nn.init.uniform_(layer.weight, -1.5 * s, 1.5 * s)
+
+    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Module:
+        if not self.quant:
+            return nn.Conv2d(c_in, c_out, kernel)
+        import brevitas.nn as qnn
+
+        layer = qnn.QuantConv2d(c_in, c_out, kernel, weight_quant=self.weight_q, bias=False,
+                                return_quant_tensor=True)
+        self._init_ternary(layer)
+        return layer
+
+    def linear(self, n_in: int, n_out: int, last: bool = False) -> nn.Module:
+        if not self.quant:
+            return nn.Linear(n_in, n_out)
+        import brevitas.nn as qnn
+
+        layer = qnn.QuantLinear(n_in, n_out, weight_quant=self.weight_q, bias=False,
+                                return_quant_tensor=not last)
+        self._init_ternary(layer)
+        return layer
+
+    def relu(self) -> nn.Module:
+        if not self.quant:
+            return nn.ReLU()
+        import brevitas.nn as qnn
+
+        return qnn.QuantReLU(act_quant=self.act_q, return_quant_tensor=True)
+
+
+def _conv_output_shape(shape: tuple[int, int], kernel, pool) -> tuple[int, int]:
+    h = (shape[0] - kernel[0] + 1) // pool[0]
+    w = (shape[1] - kernel[1] + 1) // pool[1]
+    return h, w
+
+
+def build_model(card: ModelCard) -> nn.Module:
+    """The network described by ``card`` (untrained, weights from the current torch seed)."""
+    from .errors import TrigkitError
+
+    a = card.architecture
+    f = _Layers(card)
+    layers: list[nn.Module] = [f.input()]
+    if a.kind == "l0_cnn":
+        if len(card.data.input_shape) != 2:
+            raise TrigkitError(f"{card.name}: l0_cnn needs 2-D images, data.input_shape is "
+                               f"{list(card.data.input_shape)}")
+        h, w = card.data.input_shape
+        if a.eta_pool > 1:
+            layers.append(nn.MaxPool2d((1, a.eta_pool)))  # OR of adjacent binary strips
+            w //= a.eta_pool
+        c_in = 1
+        for c_out in a.channels:
+            layers.append(f.conv(c_in, c_out, tuple(a.kernel)))
+            if a.batchnorm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(f.relu())
+            h, w = _conv_output_shape((h, w), a.kernel, (1, 1))
+            if tuple(a.pool) != (1, 1):
+                layers.append(nn.MaxPool2d(tuple(a.pool)))
+                h, w = h // a.pool[0], w // a.pool[1]
+            if h < 1 or w < 1:
+                raise TrigkitError(
+                    f"{card.name}: the convolutions shrink the {list(card.data.input_shape)} input "
+                    "to nothing; use fewer layers, smaller kernels or less pooling"
+                )
+            c_in = c_out
+        layers.append(nn.Flatten())
+        n = c_in * h * w
+    else:
+        layers.append(nn.Flatten())
+        n = math.prod(card.data.input_shape)
+    for width in a.dense:
+        layers.append(f.linear(n, width))
+        layers.append(f.relu())
+        if a.dropout > 0 and not f.quant:
+            layers.append(nn.Dropout(a.dropout))
+        n = width
+    layers.append(f.linear(n, card.n_outputs, last=True))
+    return nn.Sequential(*[m for m in layers if type(m) is not nn.Identity])
+
+
+def to_input(images: torch.Tensor | object, card: ModelCard) -> torch.Tensor:
+    """uint8 images (N, *input_shape) -> float tensor in the network's layout (N, 1, H, W)."""
+    x = torch.as_tensor(images).float()
+    if card.architecture.kind == "l0_cnn":
+        x = x.unsqueeze(1)
+    return x
+
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensors of convolutions and dense layers (what goes into firmware)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (weights, biases, batch-norm affine)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def weight_memory_bits(model: nn.Module, card: ModelCard) -> int:
+    """Bits to store the network's parameters: weights at their bit width, the rest at 32."""
+    n_weights = sum(w.numel() for w in weight_tensors(model))
+    return n_weights * card.quant.weight_bits + (count_parameters(model) - n_weights) * 32
+
+
+def quantised_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights as the hardware sees them (ternary x scale for Brevitas layers)."""
+    out = []
+    for m in model.modules():
+        if hasattr(m, "quant_weight"):
+            out.append(m.quant_weight().value.detach())
+        elif isinstance(m, nn.Conv2d | nn.Linear):
+            out.append(m.weight.detach())
+    return out
+
+
+def runtime_quant_state(model: nn.Module) -> dict[str, dict]:
+    """Brevitas' runtime-statistics scale state, which ``state_dict`` leaves out.
+
+    Activation scales are first collected from statistics over a number of training steps;
+    the step counter and the running buffer are not in the state dict, and loading one switches
+    statistics collection off. Saving them keeps a resumed run identical to an uninterrupted one.
+    """
+    return {
+        name: {"counter": int(mod.counter), "buffer": mod.buffer.detach().clone()}
+        for name, mod in model.named_modules()
+        if hasattr(mod, "counter") and hasattr(mod, "buffer")
+    }
+
+
+def restore_runtime_quant_state(model: nn.Module, state: dict[str, dict]) -> None:
+    """Undo what ``load_state_dict`` assumed about statistics collection (see above)."""
+    modules = dict(model.named_modules())
+    for name, st in state.items():
+        mod = modules[name]
+        mod.counter = st["counter"]
+        with torch.no_grad():
+            mod.buffer.copy_(st["buffer"])
