@@ -146,3 +146,13 @@ def test_both_dark_photon_muons_leave_hits_at_their_true_crossings(quiet_cfg):
 def test_default_config_round_trips_through_dict():
     c = SimConfig()
     assert SimConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("sample", ["nonpointing", "darkphoton"])
+def test_muon_events_are_inside_the_sector_acceptance(cfg, sample):
+    ev = simulate(cfg, sample, 2000, 12)
+    pivot = list(cfg.detector.stations[cfg.detector.pivot_station])
+    assert np.isfinite(ev["mu_x"][:, :, pivot]).any(axis=(1, 2)).all()
+    loose = cfg.replace(generator={"require_pivot_crossing": False})
+    ev = simulate(loose, "nonpointing", 2000, 12)
+    assert (~np.isfinite(ev["mu_x"][:, :, pivot]).any(axis=(1, 2))).mean() > 0.05

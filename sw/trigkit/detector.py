@@ -231,6 +231,8 @@ class GeneratorConfig:
         darkphoton_pt_min_gev, darkphoton_pt_max_gev: pT range of each muon (uniform).
         mixed_fractions: event-type fractions of the ``mixed`` sample (noise, prompt,
             nonpointing, darkphoton); normalised to 1.
+        require_pivot_crossing: regenerate muon events until a muon crosses the pivot station
+            inside the image, i.e. keep only muons in the sector's acceptance.
     """
 
     pt_min_gev: float = 3.0
@@ -252,6 +254,7 @@ class GeneratorConfig:
         default_factory=lambda: {"noise": 0.25, "prompt": 0.375, "nonpointing": 0.375,
                                  "darkphoton": 0.0}
     )
+    require_pivot_crossing: bool = True
 
     def validate(self) -> None:
         require_range("generator.pt_min_gev", self.pt_min_gev, 0.0, lo_open=True)

@@ -25,6 +25,8 @@ from .io import atomic_path, check_output_path
 CHUNK_EVENTS = 4096
 #: Most muons per event (dark photons give two).
 MAX_MUONS = 2
+#: Regeneration rounds for events whose muons miss the sector (see simulate_chunk).
+MAX_ACCEPTANCE_TRIES = 100
 #: Per-event truth arrays written beside ``hits`` (units in ``TRUTH_UNITS``).
 TRUTH_UNITS = {
     "label": "", "pt": "GeV", "q": "e", "eta": "", "vtx_r": "cm", "vtx_z": "cm",
@@ -213,37 +215,38 @@ def _gen_darkphoton(
     return truth, muons
 
 
-def _generate_truth(
-    cfg: SimConfig, sample: str, n: int, rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray], _Muons]:
+def _event_labels(cfg: SimConfig, sample: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The event type (label) of each event: one type, or drawn by ``mixed_fractions``."""
+    if sample != "mixed":
+        return np.full(n, LABELS[sample], dtype=np.int64)
     g = cfg.generator
-    truth = _empty_truth(n, cfg.detector.n_layers)
-    if sample == "mixed":
-        names = [k for k in LABELS if g.mixed_fractions.get(k, 0.0) > 0]
-        frac = np.array([g.mixed_fractions[k] for k in names], dtype=np.float64)
-        kinds = rng.choice(len(names), size=n, p=frac / frac.sum())
-        types = [(names[i], np.flatnonzero(kinds == i)) for i in range(len(names))]
-    else:
-        types = [(sample, np.arange(n))]
+    names = [k for k in LABELS if g.mixed_fractions.get(k, 0.0) > 0]
+    frac = np.array([g.mixed_fractions[k] for k in names], dtype=np.float64)
+    kinds = rng.choice(len(names), size=n, p=frac / frac.sum())
+    return np.array([LABELS[k] for k in names], dtype=np.int64)[kinds]
+
+
+def _generate_muons(
+    g: GeneratorConfig, labels: np.ndarray, events: np.ndarray, rng: np.random.Generator,
+    truth: dict[str, np.ndarray],
+) -> _Muons:
+    """Muons of ``events`` (indices into the chunk), filling their per-event truth rows."""
     parts = []
-    for kind, events in types:
-        truth["label"][events] = LABELS[kind]
-        if kind == "noise" or len(events) == 0:
+    for kind in ("prompt", "nonpointing", "darkphoton"):
+        ev = events[labels[events] == LABELS[kind]]
+        if ev.size == 0:
             continue
         if kind == "darkphoton":
-            t, mu = _gen_darkphoton(g, len(events), rng)
+            t, mu = _gen_darkphoton(g, ev.size, rng)
         else:
-            t, mu = _gen_single(g, len(events), rng, pointing=(kind == "prompt"))
+            t, mu = _gen_single(g, ev.size, rng, pointing=(kind == "prompt"))
         for key, val in t.items():
-            truth[key][events] = val
-        mu.event = events[mu.event]
+            truth[key][ev] = val
+        mu.event = ev[mu.event]
         parts.append(mu)
     if not parts:
-        return truth, _Muons.concat([_Muons(*([np.zeros(0)] * 7))])
-    muons = _Muons.concat(parts)
-    muons.event = muons.event.astype(np.int64)
-    muons.slot = muons.slot.astype(np.int64)
-    return truth, muons
+        return _Muons(*([np.zeros(0, np.int64)] * 2 + [np.zeros(0)] * 5))
+    return _Muons.concat(parts)
 
 
 def _deposit_muons(
@@ -324,20 +327,53 @@ def _add_cavern_background(det: DetectorConfig, hits: np.ndarray, rng: np.random
 
 
 def simulate_chunk(cfg: SimConfig, sample: str, n: int, rng: np.random.Generator) -> dict:
-    """Generate ``n`` events of ``sample``: ``hits`` (n, L, C) uint8 plus truth arrays."""
+    """Generate ``n`` events of ``sample``: ``hits`` (n, L, C) uint8 plus truth arrays.
+
+    With ``generator.require_pivot_crossing`` every muon event is regenerated until a muon
+    crosses the pivot station inside the image (the sector's acceptance), so that labels
+    describe what the sector can see.
+    """
     if sample not in SAMPLES:
         raise TrigkitError(f"unknown sample {sample!r}; allowed: {', '.join(SAMPLES)}")
-    det = cfg.detector
-    truth, mu = _generate_truth(cfg, sample, n, rng)
+    det, g = cfg.detector, cfg.generator
+    labels = _event_labels(cfg, sample, n, rng)
+    truth = _empty_truth(n, det.n_layers)
+    truth["label"] = labels
+    pivot_rows = list(det.stations[det.pivot_station])
+    todo = np.flatnonzero(labels != LABELS["noise"])
+    accepted: list[tuple[_Muons, np.ndarray]] = []
+    for _ in range(MAX_ACCEPTANCE_TRIES):
+        if todo.size == 0:
+            break
+        mu = _generate_muons(g, labels, todo, rng, truth)
+        x = crossing_columns(det, propagate(det, mu.z0, mu.r0, mu.theta, mu.q,
+                                            mu.pt / np.sin(mu.theta), rng))
+        if g.require_pivot_crossing:
+            seen = np.isfinite(x[:, pivot_rows]).any(axis=1)
+            ok = np.zeros(n, dtype=bool)
+            ok[mu.event[seen]] = True
+        else:
+            ok = np.ones(n, dtype=bool)
+        keep = ok[mu.event]
+        accepted.append((_Muons(*(getattr(mu, f)[keep] for f in _Muons.__annotations__)),
+                         x[keep]))
+        todo = todo[~ok[todo]]
+    if todo.size:
+        raise TrigkitError(
+            f"{todo.size} {sample} events found no muon crossing the pivot station after "
+            f"{MAX_ACCEPTANCE_TRIES} tries; check the generator ranges against the detector, or "
+            "set generator.require_pivot_crossing: false"
+        )
     hits = np.zeros((n, *det.image_shape), dtype=np.uint8)
-    if mu.event.size:
-        z = propagate(det, mu.z0, mu.r0, mu.theta, mu.q, mu.pt / np.sin(mu.theta), rng)
-        x = crossing_columns(det, z)
+    if accepted:
+        mu = _Muons.concat([m for m, _ in accepted])
+        x = np.concatenate([xx for _, xx in accepted])
         truth["mu_x"][mu.event, mu.slot] = x
         truth["mu_pt"][mu.event, mu.slot] = mu.pt
         truth["mu_q"][mu.event, mu.slot] = mu.q
         truth["mu_eta"][mu.event, mu.slot] = eta_from_theta(mu.theta)
-        truth["n_layers_hit"] = np.isfinite(truth["mu_x"]).any(axis=1).sum(axis=1).astype(np.int8)
+        crossed = np.isfinite(truth["mu_x"]).any(axis=1)
+        truth["n_layers_hit"] = crossed.sum(axis=1).astype(np.int8)
         _deposit_muons(det, hits, truth["mu_x"], rng)
     _add_noise(hits, det.noise_rate, rng)
     _add_cavern_background(det, hits, rng)

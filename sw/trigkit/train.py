@@ -87,11 +87,13 @@ class Trainer:
     """Trains one model card. ``fit()`` resumes from ``last.pt`` unless ``fresh``."""
 
     def __init__(self, card: ModelCard, out_dir: Path | None = None, progress: bool = True,
-                 splits: dict[str, Split] | None = None, build: Path = BUILD):
+                 splits: dict[str, Split] | None = None, build: Path = BUILD,
+                 verbose: bool = True):
         self.card = card
         self.build = build
         self.out = out_dir or model_dir(card.name, build)
         self.progress = progress
+        self.verbose = verbose
         self.spec = card.training
         self._splits = splits
         self.teacher: nn.Module | None = None
@@ -219,11 +221,11 @@ class Trainer:
             sched.load_state_dict(ckpt["scheduler"])
             state = ckpt["state"]
             if state["stopped"] in ("early_stopping", "time_budget") or state["epoch"] >= n_epochs:
-                if self.progress:
+                if self.verbose:
                     print(f"{self.card.name}: already trained ({state['epoch']} epochs, "
                           f"{state['stopped'] or 'completed'}); pass --fresh to retrain")
                 return self._result(state, 0.0)
-            if self.progress:
+            if self.verbose:
                 print(f"{self.card.name}: resuming after epoch {state['epoch']}")
         t_start = time.perf_counter()
         budget_s = self.spec.max_minutes * 60
@@ -242,7 +244,7 @@ class Trainer:
                 loss = self._loss(out, self._targets(y), x)
                 if not torch.isfinite(loss):
                     raise TrigkitError(
-                        f"{self.card.name}: loss became {float(loss)} at epoch {epoch + 1} step "
+                        f"{self.card.name}: loss became {loss.item()} at epoch {epoch + 1} step "
                         f"{step}; lower training.lr (now {self.spec.lr:g}) or check the inputs. "
                         f"The last good checkpoint is {last}"
                     )
@@ -281,10 +283,12 @@ class Trainer:
                 _save_atomic(ckpt, self.out / "best.pt")
             _save_atomic(ckpt, last)
             self._write_history(state["history"])
-            if self.progress:
+            if self.verbose:
                 extra = " ".join(f"{k}={v:.4g}" for k, v in val_metrics.items())
-                print(f"  epoch {epoch + 1}: train {row['train_loss']:.4f} val {val_loss:.4f} "
-                      f"{extra} ({row['seconds']:.1f} s){' *' if improved else ''}")
+                print(f"  {self.card.name} epoch {epoch + 1}: train {row['train_loss']:.4f} "
+                      f"val {val_loss:.4f} "
+                      f"{extra} ({row['seconds']:.1f} s){' *' if improved else ''}",
+                      flush=True)
             if state["stopped"]:
                 break
         return self._result(state, time.perf_counter() - t_start)
