@@ -348,6 +348,100 @@ def report(model: ModelOpt) -> None:
     typer.echo(f"wrote {write_markdown(out, card.description)}")
 
 
+@app.command()
+def export(
+    model: ModelOpt,
+    vectors: Annotated[int, typer.Option(help="Simulated test vectors (plus edge cases).")] = 10000,
+    hls: Annotated[bool, typer.Option(help="Build and check the hls4ml C simulation.")] = True,
+    progress: ProgressOpt = True,
+) -> None:
+    """Export a trained quantised model: QONNX, integer reference, vectors, hls4ml C-sim.
+
+    Writes build/NAME/model.qonnx.onnx and vectors.npz, the hls4ml project to hls/NAME/, and
+    the mismatch counts (0 is the only pass) to build/NAME/report.json.
+    """
+    from .card import load_card
+    from .export import count_mismatches, run_export
+    from .report import update_report, write_markdown
+    from .train import load_trained_model, model_dir
+
+    card = load_card(model)
+    if not card.quant.is_quantised:
+        typer.echo(f"{card.name}: skipped, a float model has no exact fixed-point export")
+        return
+    if vectors < 1:
+        raise TrigkitError(f"--vectors = {vectors} must be positive")
+    out = model_dir(card.name)
+    net = load_trained_model(card)
+    result = run_export(card, net, out, n_vectors=vectors, progress=progress)
+    bit_exact, timings = result["bit_exact"], result["timings"]
+    if hls:
+        import numpy as np
+
+        from .hls import build_hls_project
+        from .reference import ReferenceModel
+
+        t0 = time.perf_counter()
+        project = build_hls_project(result["onnx"], Path("hls") / card.name,
+                                    io_type=card.hardware.io_type, part=card.hardware.part,
+                                    clock_ns=card.hardware.clock_ns)
+        timings["hls_build"] = time.perf_counter() - t0
+        data = np.load(result["vectors"])
+        ref = ReferenceModel(result["onnx"])
+        t0 = time.perf_counter()
+        y_hls = project.predict(ref.to_graph_layout(data["x"]))
+        timings["hls_csim"] = time.perf_counter() - t0
+        bit_exact["hls_csim_vs_ref"] = count_mismatches(y_hls, data["y"])
+    else:
+        typer.echo("hls4ml C simulation skipped (--no-hls): hls_csim_vs_ref not measured")
+    report = update_report(out, {"bit_exact": {**_old_bit_exact(out), **bit_exact}},
+                           timings={f"export_{k}": v for k, v in timings.items()})
+    write_markdown(out, card.description)
+    typer.echo(f"{card.name}: " + ", ".join(f"{k}={v}" for k, v in report["bit_exact"].items()))
+    bad = {k: v for k, v in bit_exact.items() if k != "vectors" and v != 0}
+    if bad:
+        raise TrigkitError(f"{card.name} is NOT bit-exact: {bad} mismatching vectors of "
+                           f"{bit_exact['vectors']}")
+
+
+def _old_bit_exact(out: Path) -> dict:
+    from .report import read_report
+
+    old = read_report(out).get("bit_exact", {})
+    return {k: v for k, v in old.items() if k == "rtl_vs_ref"}
+
+
+@app.command()
+def predict(
+    model: ModelOpt,
+    input_file: Annotated[Path, typer.Option("--input", help="HDF5 file with a hits dataset.")],
+    out: Annotated[Path, typer.Option(help="Output .npz with the network outputs.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Run the exported model's integer reference on a file of events."""
+    import numpy as np
+
+    from . import load
+    from .card import load_card
+    from .io import atomic_path, check_output_path
+    from .train import model_dir
+
+    card = load_card(model)
+    check_output_path(out, overwrite=overwrite)
+    ref = load(model_dir(card.name))
+    t0 = time.perf_counter()
+    y = ref.predict(input_file)
+    dt = time.perf_counter() - t0
+    arrays = {"y": y}
+    if card.task == "classification":
+        z = np.exp(y - y.max(axis=1, keepdims=True))
+        arrays["proba"] = z / z.sum(axis=1, keepdims=True)
+        arrays["classes"] = np.array(card.data.classes)
+    with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    typer.echo(f"wrote {out}: {len(y)} events in {dt:.2f} s ({len(y) / max(dt, 1e-9):,.0f} ev/s)")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -1,7 +1,7 @@
 """Network builders: one topology per architecture kind, float (PyTorch) or ternary (Brevitas).
 
 The quantised variants follow the rules that make the later export exact
-(../shared/TOOLCHAIN.md): binary input on its grid (unsigned 1 bit, scale 1), weights in
+(../shared/TOOLCHAIN.md): binary input on its grid (unsigned 2-bit quantiser, scale 1), weights in
 {-1, 0, +1} x one power-of-two constant per tensor, unsigned activations with power-of-two
 scales, no biases, no batch norm.
 """
@@ -23,11 +23,15 @@ def _brevitas_quantisers(weight_scale: float, act_bits: int):
     from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
 
     class BinaryInputQuant(UintQuant, PerTensorConstScaling2bit, ActQuantSolver):
-        """Hits are 0 or 1: unsigned 1-bit, constant scale 1."""
+        """Hits are 0 or 1, on the grid of an unsigned 2-bit quantiser with constant scale 1.
 
-        bit_width = 1
-        scaling_const = 1.0
-        max_val = 1.0
+        Not 1 bit: Brevitas exports a 1-bit quantiser as QONNX BipolarQuant (values -1/+1),
+        which is not what a hit image means.
+        """
+
+        bit_width = 2
+        scaling_const = 3.0
+        max_val = 3.0
         min_val = 0.0
 
     class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
