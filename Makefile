@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 MODEL ?=
 BUILD := build
 TRIGKIT := $(BIN)/trigkit
+# Default models, teachers before their students.
+MODELS := l0_pointing_f32 l0_pointing_tnn l0_vertex_f32 l0_vertex_tnn
+SELECTED := $(if $(MODEL),$(MODEL),$(MODELS))
 
 .PHONY: all venv train export rtl sim synth report test lint bench baseline clean
 
@@ -28,12 +31,15 @@ venv: $(STAMP)
 baseline: $(STAMP)
 	$(TRIGKIT) baseline --out $(BUILD)/baseline --no-progress
 
-train: $(STAMP) baseline
-	@echo "== train: the training core and the L0 models are not implemented yet (issue 3); =="
-	@echo "==        ran what exists: simulation and the coincidence baseline -> $(BUILD)/baseline =="
+# Train (resuming from checkpoints), evaluate against the standard algorithm, write reports.
+train: $(STAMP)
+	@set -e; for m in $(SELECTED); do \
+	  echo "== train $$m =="; $(TRIGKIT) train --model $$m; done
 
+# QONNX, integer reference, test vectors and the hls4ml C simulation, all checked bit-exact.
 export: $(STAMP)
-	@echo "== export: not implemented yet (issue 4): nothing exported =="
+	@set -e; for m in $(SELECTED); do \
+	  echo "== export $$m =="; $(TRIGKIT) export --model $$m; done
 
 rtl: $(STAMP)
 	@echo "== rtl: not implemented yet (issue 5): no RTL generated =="
@@ -44,8 +50,8 @@ sim: $(STAMP)
 synth: $(STAMP)
 	@echo "== synth: not implemented yet (issue 6): nothing synthesised =="
 
-report: $(STAMP) baseline
-	@echo "== report: only the baseline report exists so far: $(BUILD)/baseline/baseline.md =="
+report: $(STAMP)
+	@set -e; for m in $(SELECTED); do $(TRIGKIT) report --model $$m; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check sw tests
@@ -55,6 +61,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python sw/bench/bench_simulate.py
+	-$(BIN)/python sw/bench/bench_reference.py
 
 clean:
 	rm -rf $(BUILD) sim/sim_build* .pytest_cache .ruff_cache

@@ -300,6 +300,7 @@ def train(
     wall = time.perf_counter() - t0
     out = model_dir(card.name)
     if result.history:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
         plot_training_history(result.history, out / "plots" / "loss.png")
     fields = {"model": card.name, "task": card.task, "training": {
         "epochs": len(result.history), "best_epoch": result.best_epoch,

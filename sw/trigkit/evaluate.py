@@ -400,6 +400,8 @@ def predict_outputs(model, card, images: np.ndarray, batch: int = EVAL_BATCH) ->
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
+    # float64: cuts placed just above a score (np.nextafter) must not round back in float32
+    logits = np.asarray(logits, dtype=np.float64)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
