@@ -220,13 +220,15 @@ class Trainer:
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             state = ckpt["state"]
-            if state["stopped"] in ("early_stopping", "time_budget") or state["epoch"] >= n_epochs:
+            if state["stopped"] == "early_stopping" or state["epoch"] >= n_epochs:
                 if self.verbose:
                     print(f"{self.card.name}: already trained ({state['epoch']} epochs, "
                           f"{state['stopped'] or 'completed'}); pass --fresh to retrain")
                 return self._result(state, 0.0)
             if self.verbose:
-                print(f"{self.card.name}: resuming after epoch {state['epoch']}")
+                print(f"{self.card.name}: resuming after epoch {state['epoch']}"
+                      + (" (the last run hit its time budget)" if state["stopped"] else ""))
+            state["stopped"] = ""
         t_start = time.perf_counter()
         budget_s = self.spec.max_minutes * 60
         train = splits["train"]

@@ -11,10 +11,11 @@ Method (vectorised over events, in batches of events with similar numbers of clu
    one-strip road finds them. That small bend still matters for the vertex (ignoring it costs
    about 6 cm median radius error even for ideal hits), so the *final* fit also uses the
    outer rows (BO, bent by 1-2.5 strips) and fits
-   ``z = a + b R + k (1 + b^2)^(3/2) / 2 * max(R - R_field, 0)^2``: the small-curvature
-   expansion of a circle of curvature ``k`` that leaves the field-free line tangentially at the
-   field boundary. It is linear in (a, b, k); a loose Gaussian prior on ``k`` (p >= 10 GeV)
-   keeps it defined without BO hits. ``a + b R`` is the track before the field.
+   ``z = a + b R - k (1 + b^2)^(3/2) / 2 * max(R - R_field, 0)^2``: the small-curvature
+   expansion of a circle of signed curvature ``k = q 0.3 B / p`` that leaves the field-free
+   line tangentially at the field boundary. It is linear in (a, b, k); a loose Gaussian prior
+   on ``k`` (p >= 10 GeV) keeps it defined without BO hits. ``a + b R`` is the track before
+   the field.
 3. Track finding: every pair of seed clusters (one in the OR of the field-free rows, one in
    the OR of a middle station's rows; the seed clusters that fired most rows first) defines
    a line. In every finding row the nearest cluster inside a road is picked, the line
