@@ -24,38 +24,56 @@ ONNX_NAME = "model.qonnx.onnx"
 VECTORS_NAME = "vectors.npz"
 
 
-def clean_qonnx(raw_path: Path, conv: bool):
-    """qonnx cleanup, channels-last (conv nets), Gemm -> MatMul, cleanup (TOOLCHAIN.md)."""
-    from qonnx.core.modelwrapper import ModelWrapper
+def clean_qonnx(model_wrapper):
+    """qonnx cleanup, channels-last for conv nets (NHWC input), Gemm -> MatMul, cleanup
+    (the recipe of TOOLCHAIN.md)."""
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
-    mw = cleanup_model(ModelWrapper(str(raw_path)))
-    if conv:
+    mw = cleanup_model(model_wrapper)
+    if len(mw.get_tensor_shape(mw.graph.input[0].name)) > 2:
         mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
     mw = mw.transform(GemmToMatMul())
     return cleanup_model(mw)
 
 
-def export_qonnx(card: ModelCard, model, out_path: Path) -> Path:
-    """Export a trained Brevitas model to a cleaned QONNX file, checked for exactness."""
-    import torch
+def brevitas_to_qonnx(model, example, out_path: Path | None = None):
+    """Brevitas model -> cleaned QONNX ModelWrapper (``export_qonnx(dynamo=False)``, see
+    TOOLCHAIN.md), saved atomically to ``out_path`` when given. Nothing is checked here."""
     from brevitas.export import export_qonnx as brevitas_export_qonnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    was_training = model.training
+    model.eval()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw.onnx"
+            with contextlib.redirect_stdout(io.StringIO()):
+                brevitas_export_qonnx(model, input_t=example, export_path=str(raw), dynamo=False)
+            mw = clean_qonnx(ModelWrapper(str(raw)))
+    finally:
+        model.train(was_training)
+    if out_path is not None:
+        with atomic_path(out_path) as tmp_path:
+            mw.save(str(tmp_path))
+    return mw
+
+
+def export_qonnx(card: ModelCard, model, out_path: Path) -> Path:
+    """Export a trained Brevitas model to a cleaned QONNX file, refusing anything inexact."""
+    import torch
+
+    from .hls import check_hls_compatible
 
     if not card.quant.is_quantised:
         raise TrigkitError(
             f"{card.name} is a float model (quant.weights: float): it has no exact fixed-point "
             "export. Export its quantised counterpart instead."
         )
-    model = model.eval()
-    example = torch.zeros(1, *_torch_input_shape(card))
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):
-            brevitas_export_qonnx(model, input_t=example, export_path=str(raw), dynamo=False)
-        mw = clean_qonnx(raw, conv=card.architecture.kind == "l0_cnn")
-    IntegerGraph(mw)  # refuses anything that would not be exact, naming the node
+    mw = brevitas_to_qonnx(model, torch.zeros(1, *_torch_input_shape(card)))
+    check_hls_compatible(mw)  # names the node and the fix for anything that is not exact
+    IntegerGraph(mw)  # and the reference must be able to evaluate it
     with atomic_path(out_path) as tmp_path:
         mw.save(str(tmp_path))
     return out_path
