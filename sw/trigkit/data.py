@@ -20,6 +20,7 @@ from .card import ModelCard
 from .config import apply_overrides
 from .detector import LABELS, SimConfig
 from .errors import TrigkitError
+from .io import open_events_h5
 
 BLOCK = 256
 SPLITS = ("train", "val", "test")
@@ -167,16 +168,8 @@ def load_splits(
     progress: bool = False,
 ) -> dict[str, Split]:
     """Load (or stream) the card's data and split it; checks shapes and targets first."""
-    import h5py
-
     path = path or dataset_file(card, progress=progress)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise TrigkitError(f"{path} is not a readable HDF5 file ({err})") from None
-    with f:
-        if "hits" not in f:
-            raise TrigkitError(f"{path} has no 'hits' dataset; is it a trigkit event file?")
+    with open_events_h5(path) as f:
         shape = tuple(f["hits"].shape[1:])
         if shape != tuple(card.data.input_shape):
             raise TrigkitError(

@@ -73,3 +73,22 @@ def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
     return out
+
+
+def open_events_h5(path: str | os.PathLike, need: tuple[str, ...] = ("hits",)):
+    """Open an event HDF5 file for reading, with clear errors if it is missing, unreadable or
+    lacks one of the datasets in ``need``."""
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise TrigkitError(f"input file {p} not found")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as err:
+        raise TrigkitError(f"{p} is not a readable HDF5 file ({err})") from None
+    missing = [k for k in need if k not in f]
+    if missing:
+        f.close()
+        raise TrigkitError(f"{p} has no {missing[0]!r} dataset; is it a trigkit event file?")
+    return f

@@ -353,17 +353,9 @@ class ReferenceModel:
         return z / z.sum(axis=1, keepdims=True)
 
     def _predict_file(self, path: Path, batch: int):
-        import h5py
+        from .io import open_events_h5
 
-        if not path.is_file():
-            raise TrigkitError(f"input file {path} not found")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise TrigkitError(f"{path} is not a readable HDF5 file ({err})") from None
-        with f:
-            if "hits" not in f:
-                raise TrigkitError(f"{path} has no 'hits' dataset")
+        with open_events_h5(path) as f:
             hits = f["hits"]
             for s in range(0, hits.shape[0], batch):
                 yield self.predict(hits[s:s + batch], batch)

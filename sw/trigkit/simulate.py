@@ -469,22 +469,10 @@ def write_h5(
 
 def read_h5(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str, np.ndarray]:
     """Read a simulated file into memory (all datasets or only ``keys``)."""
-    import h5py
+    from .io import open_events_h5
 
-    p = Path(path)
-    if not p.is_file():
-        raise TrigkitError(f"input file {p} not found")
-    try:
-        with h5py.File(p, "r") as f:
-            names = keys or list(f.keys())
-            missing = [k for k in names if k not in f]
-            if missing:
-                raise TrigkitError(
-                    f"{p} has no dataset {missing[0]!r}; is it a trigkit simulate file?"
-                )
-            return {k: f[k][()] for k in names}
-    except OSError as err:
-        raise TrigkitError(f"{p} is not a readable HDF5 file ({err})") from None
+    with open_events_h5(path, need=tuple(keys or ())) as f:
+        return {k: f[k][()] for k in (keys or list(f.keys()))}
 
 
 def read_h5_config(path: str | os.PathLike) -> SimConfig:
