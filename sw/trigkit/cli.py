@@ -335,18 +335,31 @@ def evaluate_cmd(model: ModelOpt, progress: ProgressOpt = True) -> None:
 
 
 @app.command()
-def report(model: ModelOpt) -> None:
-    """Re-render build/NAME/report.md from report.json."""
-    from .card import load_card
-    from .report import write_markdown
-    from .train import model_dir
+def report(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="One model (default: "
+                                              "every model with a report).")] = None,
+) -> None:
+    """Re-render build/NAME/report.md from report.json, and build/summary.md (+ summary.png)
+    over all models."""
+    from .card import DEFAULT_MODELS, MODELS_DIR, load_card
+    from .report import write_markdown, write_summary
+    from .train import BUILD, model_dir
 
-    card = load_card(model)
-    out = model_dir(card.name)
-    if not (out / "report.json").is_file():
-        raise TrigkitError(f"{out / 'report.json'} not found; run trigkit train --model "
-                           f"{card.name} first")
-    typer.echo(f"wrote {write_markdown(out, card.description)}")
+    names = [model] if model else sorted({*DEFAULT_MODELS, *(p.stem for p in
+                                                             MODELS_DIR.glob("*.yaml"))})
+    done = []
+    for name in names:
+        card = load_card(name)
+        out = model_dir(card.name)
+        if not (out / "report.json").is_file():
+            if model:
+                raise TrigkitError(f"{out / 'report.json'} not found; run trigkit train "
+                                   f"--model {card.name} first")
+            continue
+        write_markdown(out, card.description)
+        done.append(card.name)
+    md, _ = write_summary(BUILD, done)
+    typer.echo(f"wrote reports for {', '.join(done) or 'no model'}; summary {md}")
 
 
 @app.command()

@@ -140,3 +140,96 @@ def write_markdown(out_dir: Path, description: str = "") -> Path:
     """Render report.md from report.json."""
     return write_text_atomic(out_dir / "report.md",
                              render_markdown(read_report(out_dir), description))
+
+
+#: FPGA anchors from ../shared/PHYSICS.md (LUTs, latency in ns), drawn on the summary plot.
+ANCHORS = [
+    ("NN pT regression, ATLAS RPC toy (Ospanov et al. 2022): 122 ns", 5_000),
+    ("distilled student CNN, 9x16 window (hls4ml/Vitis est.): 595 ns", 118_739),
+    ("5 % of a VU13P (budget for a full sector)", 86_400),
+]
+
+
+def summary_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in reports:
+        m, b = r.get("metrics", {}), r.get("baseline", {})
+        synth, rtl, bit = r.get("synth", {}), r.get("rtl", {}), r.get("bit_exact", {})
+        if r.get("task") == "classification":
+            metric = ("accuracy", m.get("accuracy"), None)
+            extra = ("eff. non-pointing @ baseline fake rate", m.get("eff_nonpointing"),
+                     b.get("eff_nonpointing"))
+        else:
+            metric = ("core sigma [cm]", m.get("sigma_core_cm"), b.get("sigma_core_cm"))
+            extra = ("|res| > 8 cm", m.get("tail_frac_8cm"), b.get("tail_frac_8cm"))
+        mismatches = [v for k, v in bit.items() if k != "vectors"]
+        rows.append({
+            "model": r.get("model"), "task": r.get("task"), "params": r.get("params"),
+            "weight_memory_bits": r.get("weight_memory_bits"), "metric": metric, "extra": extra,
+            "bit_exact": (f"{sum(mismatches)} mismatches / {bit.get('vectors')} vectors "
+                          f"({', '.join(k for k in bit if k != 'vectors')})" if bit else "n/a"),
+            "latency": (f"{rtl['latency_cycles']} cyc = {rtl['latency_cycles'] * rtl['clock_ns']:g}"
+                        f" ns, II {rtl.get('ii_cycles')}" if rtl.get("latency_cycles") else "n/a"),
+            "lut": synth.get("lut"), "ff": synth.get("ff"), "dsp": synth.get("dsp"),
+            "train_s": r.get("timings_s", {}).get("train"),
+        })
+    return rows
+
+
+def write_summary(build: Path, names: list[str]) -> tuple[Path, Path | None]:
+    """``build/summary.md`` and ``build/summary.png`` over the models that have reports."""
+    reports = [read_report(build / n) for n in names if report_path(build / n).is_file()]
+    rows = summary_rows(reports)
+    lines = ["# trigkit summary", "",
+             "| model | task | params | weight memory [bit] | metric | network | baseline | "
+             "second metric | network | baseline | bit-exact | latency | LUT | FF | DSP | "
+             "train [s] |", "|" + "---|" * 16]
+    for row in rows:
+        (mn, mv, mb), (en, ev, eb) = row["metric"], row["extra"]
+        lines.append(
+            f"| {row['model']} | {row['task']} | {_fmt(row['params'])} | "
+            f"{_fmt(row['weight_memory_bits'])} | {mn} | {_fmt(mv)} | {_fmt(mb)} | {en} | "
+            f"{_fmt(ev)} | {_fmt(eb)} | {row['bit_exact']} | {row['latency']} | "
+            f"{_fmt(row['lut'])} | {_fmt(row['ff'])} | {_fmt(row['dsp'])} | "
+            f"{_fmt(row['train_s'], 3)} |")
+    plot = _summary_plot(rows, build / "summary.png")
+    if plot is not None:
+        lines += ["", "![summary](summary.png)"]
+    lines.append("")
+    return write_text_atomic(build / "summary.md", "\n".join(lines)), plot
+
+
+def _summary_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Physics metric versus LUTs for every synthesised model, with the anchors marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure_atomic
+
+    have = [r for r in rows if isinstance(r["lut"], int) and r["metric"][1] is not None]
+    if not have:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, task, ylabel in ((axes[0], "classification", "accuracy"),
+                             (axes[1], "regression", "core sigma [cm]")):
+        pts = [r for r in have if r["task"] == task]
+        for r in pts:
+            ax.plot(r["lut"], r["metric"][1], "o", ms=7)
+            ax.annotate(r["model"], (r["lut"], r["metric"][1]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        for label, lut in ANCHORS:
+            ax.axvline(lut, ls=":", color="grey", lw=1)
+            ax.text(lut, 0.02, label, rotation=90, fontsize=6, color="grey",
+                    transform=ax.get_xaxis_transform(), va="bottom", ha="right")
+        ax.set_xscale("log")
+        ax.set_xlim(1e3, 2e6)
+        ax.set_xlabel("LUTs (Yosys estimate)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    out = save_figure_atomic(fig, path, dpi=120)
+    plt.close(fig)
+    return out
