@@ -41,13 +41,17 @@ export: $(STAMP)
 	@set -e; for m in $(SELECTED); do \
 	  echo "== export $$m =="; $(TRIGKIT) export --model $$m; done
 
+# Pipelined Verilog (da4ml) from the QONNX graph, checked against the integer reference.
 rtl: $(STAMP)
-	@echo "== rtl: not implemented yet (issue 5): no RTL generated =="
+	@set -e; for m in $(SELECTED); do \
+	  echo "== rtl $$m =="; $(TRIGKIT) rtl --model $$m; done
 
+# cocotb testbenches under Verilator on every vector: stream, random gaps, reset.
 sim: $(STAMP)
-	@echo "== sim: not implemented yet (issue 5): no testbench run =="
+	@set -e; for m in $(SELECTED); do \
+	  echo "== sim $$m =="; $(TRIGKIT) sim --model $$m; done
 
-synth: $(STAMP)
+synth: $(STAMP) rtl
 	@set -e; for m in $(SELECTED); do \
 	  echo "== synth $$m =="; $(TRIGKIT) synth --model $$m; done
 

@@ -455,6 +455,70 @@ def predict(
 
 
 @app.command()
+def rtl(model: ModelOpt) -> None:
+    """Generate fully pipelined Verilog (da4ml) from build/NAME/model.qonnx.onnx into hw/NAME/.
+
+    The traced design is checked against the integer reference on every vector of vectors.npz.
+    """
+    from .card import load_card
+    from .report import update_report, write_markdown
+    from .rtl import run_rtl
+    from .train import model_dir
+
+    card = load_card(model)
+    if not card.quant.is_quantised:
+        typer.echo(f"{card.name}: skipped, a float model has no RTL")
+        return
+    out = model_dir(card.name)
+    t0 = time.perf_counter()
+    info = run_rtl(card)
+    seconds = time.perf_counter() - t0
+    rtl_fields = {k: info[k] for k in ("latency_cycles", "ii_cycles", "clock_ns", "latency_ns",
+                                      "within_budget", "cost_lut_estimate", "reg_bits")}
+    bit_exact = {**read_section(out, "bit_exact"), "trace_vs_ref": info["trace_vs_ref"]}
+    update_report(out, {"rtl": {**read_section(out, "rtl"), **rtl_fields},
+                        "bit_exact": bit_exact}, timings={"rtl": seconds})
+    write_markdown(out, card.description)
+    typer.echo(f"{card.name}: hw/{card.name}: latency {info['latency_cycles']} cycles = "
+               f"{info['latency_ns']:g} ns at {info['clock_ns']:g} ns, II 1, da4ml estimate "
+               f"{info['cost_lut_estimate']:.0f} LUT; trace vs reference: {info['trace_vs_ref']} "
+               f"mismatches / {info['trace_vectors']} vectors")
+    if info["trace_vs_ref"]:
+        raise TrigkitError(f"{card.name}: the traced RTL is NOT bit-exact")
+
+
+@app.command("sim")
+def sim_cmd(model: ModelOpt) -> None:
+    """Run the cocotb testbenches (Verilator) on hw/NAME with build/NAME/vectors.npz:
+    back-to-back stream, random input gaps, reset mid-stream."""
+    from .card import load_card
+    from .report import update_report, write_markdown
+    from .sim import run_sim
+    from .train import model_dir
+
+    card = load_card(model)
+    if not card.quant.is_quantised:
+        typer.echo(f"{card.name}: skipped, a float model has no RTL")
+        return
+    out = model_dir(card.name)
+    t0 = time.perf_counter()
+    res = run_sim(card)
+    seconds = time.perf_counter() - t0
+    bit_exact = {**read_section(out, "bit_exact"), "rtl_vs_ref": res["rtl_vs_ref"]}
+    rtl_fields = {**read_section(out, "rtl"), "latency_cycles": res["latency_cycles"],
+                  "ii_cycles": res["ii_cycles"], "clock_ns": res["clock_ns"],
+                  "cocotb_tests_passed": res["passed"], "verilator_build_s": res["build_s"]}
+    update_report(out, {"bit_exact": bit_exact, "rtl": rtl_fields}, timings={"sim": seconds})
+    write_markdown(out, card.description)
+    typer.echo(f"{card.name}: cocotb/Verilator: {res['rtl_vs_ref']} mismatches / "
+               f"{res['vectors']} vectors, latency {res['latency_cycles']} cycles, II "
+               f"{res['ii_cycles']}, tests passed: {res['passed']} (build {res['build_s']} s)")
+    if res["rtl_vs_ref"] or not res["passed"]:
+        raise TrigkitError(f"{card.name}: RTL simulation failed: {res['rtl_vs_ref']} mismatches, "
+                           f"{res.get('failed')} failed tests (log {res.get('log')})")
+
+
+@app.command()
 def synth(
     model: ModelOpt,
     tool: Annotated[str, typer.Option(help="yosys, vivado or auto (vivado when on PATH, "
