@@ -21,7 +21,6 @@ from typing import Any
 
 from .errors import TrigkitError
 
-COMMON_HDL = Path("hw") / "common"
 YOSYS_NOTE = ("Yosys synth_xilinx maps to 7-series-style cells (CARRY4, no LUT6_2 packing): "
               "resource counts are estimates, not Vivado figures")
 VU13P = {"lut": 1_728_000, "ff": 3_456_000, "dsp": 12_288, "bram": 2_688}
@@ -36,9 +35,13 @@ def rtl_info(hw_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def verilog_sources(hw_dir: Path, common: Path = COMMON_HDL) -> list[Path]:
+def verilog_sources(hw_dir: Path) -> list[Path]:
     """The Verilog files of one model: its generated sources and the shared top level."""
-    files = sorted((hw_dir / "src").rglob("*.v")) + sorted(common.glob("*.v"))
+    from .rtl import COMMON_HDL
+
+    info = rtl_info(hw_dir)
+    common = [COMMON_HDL / s for s in info.get("common_sources", ["trigkit_top.v"])]
+    files = sorted((hw_dir / "src").rglob("*.v")) + common
     # da4ml's lookup_table.v reads a $readmemh file that the design does not use
     files = [f for f in files if f.name != "lookup_table.v"]
     if not files:
