@@ -161,7 +161,7 @@ def summary_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      b.get("eff_nonpointing"))
         else:
             metric = ("core sigma [cm]", m.get("sigma_core_cm"), b.get("sigma_core_cm"))
-            extra = ("|res| > 8 cm", m.get("tail_frac_8cm"), b.get("tail_frac_8cm"))
+            extra = ("abs(res) > 8 cm", m.get("tail_frac_8cm"), b.get("tail_frac_8cm"))
         mismatches = [v for k, v in bit.items() if k != "vectors"]
         rows.append({
             "model": r.get("model"), "task": r.get("task"), "params": r.get("params"),
@@ -223,6 +223,11 @@ def _summary_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
             ax.axvline(lut, ls=":", color="grey", lw=1)
             ax.text(lut, 0.02, label, rotation=90, fontsize=6, color="grey",
                     transform=ax.get_xaxis_transform(), va="bottom", ha="right")
+        if task == "classification":  # accuracy anchors of the reference talk (PHYSICS.md)
+            for acc, label in ((0.945, "reference f32 CNN 94.5 %"),
+                               (0.925, "reference ternary CNN 92.5 %")):
+                ax.axhline(acc, ls="--", color="tab:red", lw=0.8)
+                ax.text(1.1e3, acc, label, fontsize=7, color="tab:red", va="bottom")
         ax.set_xscale("log")
         ax.set_xlim(1e3, 2e6)
         ax.set_xlabel("LUTs (Yosys estimate)")
