@@ -199,10 +199,6 @@ class DetectorConfig:
         """Continuous column coordinate of pseudorapidity ``eta`` (floor gives the bin)."""
         return (np.asarray(eta, dtype=np.float64) - self.eta_min) / self.eta_per_bin
 
-    def column_to_eta(self, column: np.ndarray | float) -> np.ndarray:
-        """Pseudorapidity of the centre of (continuous) column ``column``."""
-        return self.eta_min + (np.asarray(column, dtype=np.float64) + 0.5) * self.eta_per_bin
-
     def station_of_row(self) -> dict[int, str]:
         return {r: name for name, rows in self.stations.items() for r in rows}
 

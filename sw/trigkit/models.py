@@ -173,17 +173,6 @@ def weight_memory_bits(model: nn.Module, card: ModelCard) -> int:
     return n_weights * card.quant.weight_bits + (count_parameters(model) - n_weights) * 32
 
 
-def quantised_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Weights as the hardware sees them (ternary x scale for Brevitas layers)."""
-    out = []
-    for m in model.modules():
-        if hasattr(m, "quant_weight"):
-            out.append(m.quant_weight().value.detach())
-        elif isinstance(m, nn.Conv2d | nn.Linear):
-            out.append(m.weight.detach())
-    return out
-
-
 def runtime_quant_state(model: nn.Module) -> dict[str, dict]:
     """Brevitas' runtime-statistics scale state, which ``state_dict`` leaves out.
 

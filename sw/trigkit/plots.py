@@ -20,6 +20,12 @@ from .io import save_figure_atomic  # noqa: E402
 MODE_COLOURS = {"low": "tab:blue", "high": "tab:red", "phase2": "tab:green"}
 
 
+def _save(fig, path: str | Path, dpi: int = 120) -> Path:
+    out = save_figure_atomic(fig, path, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def event_display(
     events: dict[str, np.ndarray], det: DetectorConfig, path: str | Path,
     indices: list[int] | None = None, title: str = "",
@@ -50,9 +56,7 @@ def event_display(
     axes[-1, 0].set_xlabel("eta column")
     fig.suptitle(title or "RPC eta-strip hits (black) and true crossings (circles)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
-    out = save_figure_atomic(fig, path, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path, dpi=110)
 
 
 def plot_turn_on(results: dict[str, Any], path: str | Path) -> Path:
@@ -74,9 +78,7 @@ def plot_turn_on(results: dict[str, Any], path: str | Path) -> Path:
     ax.set_title("Coincidence-window trigger, prompt muons (noise "
                  f"{results['noise_rate_per_strip']:g} per strip per BC)", fontsize=9)
     fig.tight_layout()
-    out = save_figure_atomic(fig, path, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_noise_scan(results: dict[str, Any], path: str | Path) -> Path:
@@ -102,9 +104,7 @@ def plot_noise_scan(results: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Noise-only events, rate = fired fraction x 40 MHz", fontsize=9)
     fig.tight_layout()
-    out = save_figure_atomic(fig, path, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------ model-report plots
@@ -117,12 +117,6 @@ _HISTORY_FIXED = ("epoch", "train_loss", "val_loss")
 
 def _style(i: int) -> tuple[str, str]:
     return _SERIES_COLOURS[i % len(_SERIES_COLOURS)], _SERIES_MARKERS[i % len(_SERIES_MARKERS)]
-
-
-def _save(fig, path: str | Path, dpi: int = 120) -> Path:
-    out = save_figure_atomic(fig, path, dpi=dpi)
-    plt.close(fig)
-    return out
 
 
 def _is_number(v: Any) -> bool:
