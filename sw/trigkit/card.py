@@ -3,6 +3,11 @@
 A card has the sections ``data``, ``architecture``, ``quant``, ``training``, ``evaluation`` and
 ``hardware``; every stage reads what it needs from the card and nothing else. Unknown keys are
 errors that list the allowed ones.
+
+The same card format serves the L0 trigger models (RPC hit images from ``trigkit simulate``) and
+the offline models: calorimeter jet images (``source: jets``), tabular event features
+(``source: monojet``, ``electrons`` or a CSV/Parquet/HDF5 file) and pseudo-experiment histograms
+(``source: monojet_hist``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,40 @@ from .errors import ConfigError, TrigkitError
 MODELS_DIR = Path("models")
 #: Default models built by ``make train`` (in dependency order: teachers first).
 DEFAULT_MODELS = ("l0_pointing_f32", "l0_pointing_tnn", "l0_vertex_f32", "l0_vertex_tnn")
+#: Built-in data generators (``data.source``) and the input format each produces.
+GENERATED_SOURCES = {"simulate": "hits", "jets": "jet_images", "monojet": "table",
+                     "electrons": "table", "monojet_hist": "histograms"}
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+#: Training-time augmentations a card may name in ``data.augment``.
+AUGMENTATIONS = ("jet_symmetries",)
+
+
+@dataclass(frozen=True)
+class HistSpec:
+    """Pseudo-experiment histograms (pT x eta) built from ``r`` events each (monojet_hist).
+
+    Attributes:
+        r: background events per histogram.
+        s_over_sqrt_b: signal events added to signal histograms, in units of sqrt(r).
+        sets: histograms per class and split (train; validation and test get a share of it).
+        signals: signal hypotheses (empty: all of the generator's models).
+        mode: ``binary`` (SM vs SM + any signal) or ``multiclass`` (SM, SM + model k).
+        scan_s_over_sqrt_b: S/sqrt(B) values of the evaluation scan (AUC vs S/sqrt(B)).
+        scan_r: background sizes of the scan (invariance with B at fixed S/sqrt(B)).
+    """
+
+    r: int = 1000
+    s_over_sqrt_b: float = 2.0
+    sets: int = 2000
+    signals: tuple[str, ...] = ()
+    mode: Literal["binary", "multiclass"] = "binary"
+    scan_s_over_sqrt_b: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0)
+    scan_r: tuple[int, ...] = (250, 1000, 4000)
+
+    def validate(self) -> None:
+        require_range("data.hist.r", self.r, 1)
+        require_range("data.hist.s_over_sqrt_b", self.s_over_sqrt_b, 0.0, lo_open=True)
+        require_range("data.hist.sets", self.sets, 10)
 
 
 @dataclass(frozen=True)
@@ -42,6 +81,25 @@ class DataSpec:
         classes: class names (event types) for classification, in output order.
         class_map: event type -> class name, to merge types (e.g. darkphoton: nonpointing).
         target_scale: regression target is divided by this for training (outputs scaled back).
+        format: input format; ``auto`` takes it from the source (simulate: hits, jets:
+            jet_images, monojet/electrons: table, monojet_hist: histograms; a .csv/.parquet file:
+            table; other files: hits unless set).
+        generator: overrides of the offline generator's configuration (jets, monojet, electrons).
+        features: feature columns of a table (in input order).
+        label_column: label column of a table.
+        keep: extra truth columns/datasets kept for evaluation (e.g. pt, jet_mass).
+        where: keep only rows whose column equals the value (e.g. ``{category: 0}``).
+        fill_nan: value for NaN features after standardisation (NaN is an error when unset).
+        standardise: scale table features to zero mean and unit variance (training-split
+            statistics, recomputed identically at every load).
+        input_bits: > 0 turns inputs into unsigned integer codes of this width for exact
+            firmware: images ``round(x / input_lsb)``, standardised features
+            ``round(z / input_lsb) + 2**(input_bits - 1)``, both clipped to the range.
+        input_lsb: the value of one input code step (GeV per count for images).
+        augment: training-time augmentations (``jet_symmetries``: eta reflection + phi rotation).
+        train_on: classes used for training and validation (e.g. [qcd] for an anomaly search);
+            the test split keeps every class.
+        hist: pseudo-experiment settings for ``monojet_hist``.
     """
 
     source: str = "simulate"
@@ -56,9 +114,44 @@ class DataSpec:
     classes: tuple[str, ...] = ("noise", "prompt", "nonpointing")
     class_map: dict[str, str] = field(default_factory=dict)
     target_scale: float = 1.0
+    format: Literal["auto", "hits", "jet_images", "table", "histograms"] = "auto"
+    generator: dict[str, Any] = field(default_factory=dict)
+    features: tuple[str, ...] = ()
+    label_column: str = "label"
+    keep: tuple[str, ...] = ()
+    where: dict[str, float] = field(default_factory=dict)
+    fill_nan: float | None = None
+    standardise: bool = False
+    input_bits: int = 0
+    input_lsb: float = 1.0
+    augment: tuple[str, ...] = ()
+    train_on: tuple[str, ...] = ()
+    hist: HistSpec | None = None
+
+    @property
+    def input_format(self) -> str:
+        """The resolved input format (see ``format``)."""
+        if self.format != "auto":
+            return self.format
+        if self.source in GENERATED_SOURCES:
+            return GENERATED_SOURCES[self.source]
+        return "table" if Path(self.source).suffix.lower() in TABLE_SUFFIXES else "hits"
 
     def validate(self) -> None:
         require_range("data.events", self.events, 10)
+        require_range("data.input_bits", self.input_bits, 0, 16)
+        require_range("data.input_lsb", self.input_lsb, 0.0, lo_open=True)
+        for name in self.augment:
+            if name not in AUGMENTATIONS:
+                raise ConfigError(f"data.augment {name!r} unknown; allowed: "
+                                  + ", ".join(AUGMENTATIONS))
+        fmt = self.input_format
+        if fmt == "table" and not self.features:
+            raise ConfigError("a table source needs data.features (the feature columns, in "
+                              "input order)")
+        if fmt == "histograms" and self.hist is None:
+            raise ConfigError("source monojet_hist needs a data.hist section (r, "
+                              "s_over_sqrt_b, sets, ...)")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or not math.isclose(
             sum(self.split), 1.0, abs_tol=1e-6
         ):
@@ -68,6 +161,8 @@ class DataSpec:
         if min(self.split) <= 0:
             raise ConfigError("data.split fractions must all be positive")
         require_range("data.target_scale", self.target_scale, 0.0, lo_open=True)
+        if fmt != "hits":  # other formats name their classes in the data file
+            return
         for name in (*self.classes, *self.class_map, *self.class_map.values()):
             if name not in LABELS:
                 raise ConfigError(
@@ -80,7 +175,9 @@ class ArchSpec:
     """Network architecture (FPGA-minded: input reduction, few channels, valid convolutions).
 
     Attributes:
-        kind: ``l0_cnn`` (convolutional, for images) or ``mlp``.
+        kind: ``l0_cnn``/``cnn`` (convolutional, for images; ``cnn`` also takes multi-channel
+            (C, H, W) inputs), ``mlp``, ``autoencoder`` (convolutional, reconstructs its input)
+            or ``wgan`` (WGAN-GP generator + critic for images).
         eta_pool: OR-pool (max-pool) of this many adjacent eta columns at the input.
         channels: output channels of each convolution (valid padding).
         kernel: convolution kernel (rows, columns).
@@ -88,9 +185,11 @@ class ArchSpec:
         dense: hidden dense layer widths.
         dropout: dropout probability after hidden dense layers (float models).
         batchnorm: batch normalisation after convolutions (float models only).
+        padding: convolution padding, ``valid`` or ``same``.
+        latent_dim: bottleneck width (autoencoder) or noise dimension (wgan).
     """
 
-    kind: Literal["l0_cnn", "mlp"] = "l0_cnn"
+    kind: Literal["l0_cnn", "cnn", "mlp", "autoencoder", "wgan"] = "l0_cnn"
     eta_pool: int = 4
     channels: tuple[int, ...] = (8, 8)
     kernel: tuple[int, ...] = (3, 3)
@@ -98,9 +197,12 @@ class ArchSpec:
     dense: tuple[int, ...] = (16,)
     dropout: float = 0.0
     batchnorm: bool = False
+    padding: Literal["valid", "same"] = "valid"
+    latent_dim: int = 16
 
     def validate(self) -> None:
         require_range("architecture.eta_pool", self.eta_pool, 1, 64)
+        require_range("architecture.latent_dim", self.latent_dim, 1, 4096)
         for c in self.channels:
             require_range("architecture.channels", c, 1, 1024)
         for d in self.dense:
@@ -159,7 +261,15 @@ class DistillSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimiser, schedule, early stopping, regularisation and budget."""
+    """Optimiser, schedule, early stopping, regularisation and budget.
+
+    Anomaly (autoencoder) models can be decorrelated from the truth variable ``decorrelate``
+    (e.g. jet mass) with a DisCo penalty (``disco_lambda`` x distance correlation squared of the
+    anomaly score and that variable) or an adversary (``adversary_lambda``; a network predicts
+    the variable's quantile bin from the score, the model is trained to defeat it).
+    WGAN-GP models use ``critic_steps`` critic updates per generator update and a gradient
+    penalty ``gp_lambda``.
+    """
 
     epochs: int = 20
     batch_size: int = 256
@@ -175,9 +285,21 @@ class TrainSpec:
     distill: DistillSpec | None = None
     max_minutes: float = 10.0
     threads: int = 2
+    decorrelate: str = "jet_mass"
+    disco_lambda: float = 0.0
+    adversary_lambda: float = 0.0
+    adversary_bins: int = 10
+    adversary_lr: float = 1e-3
+    critic_steps: int = 5
+    gp_lambda: float = 10.0
 
     def validate(self) -> None:
         require_range("training.epochs", self.epochs, 1, 10000)
+        require_range("training.disco_lambda", self.disco_lambda, 0.0)
+        require_range("training.adversary_lambda", self.adversary_lambda, 0.0)
+        require_range("training.adversary_bins", self.adversary_bins, 2, 1000)
+        require_range("training.critic_steps", self.critic_steps, 1, 100)
+        require_range("training.gp_lambda", self.gp_lambda, 0.0)
         require_range("training.batch_size", self.batch_size, 1, 1 << 16)
         require_range("training.lr", self.lr, 0.0, 10.0, lo_open=True)
         require_range("training.weight_decay", self.weight_decay, 0.0)
@@ -196,12 +318,27 @@ class EvalSpec:
         threshold_gev: its pT threshold (roads calibrated on simulation).
         noise_events: extra noise-only events for the fake rate (same events for both triggers).
         seed: seed of those extra events.
+        background: background class of offline classifiers / anomaly searches (ROC curves are
+            each other class against it).
+        signal_eff: signal efficiency of the background-rejection working point (1/eps_B).
+        fake_rate: background efficiency of the efficiency working point (e.g. 0.05).
+        variants: sibling models trained and evaluated on the same events in the same run, as
+            card overrides, e.g. ``{no_augment: {data.augment: []}}``; reported side by side.
+        generated_from: a trained WGAN-GP model whose samples are added to the training set of a
+            variant ``with_generated`` (``generated_events`` images).
+        generated_events: how many generated images that variant gets.
     """
 
     baseline_mode: Literal["low", "high", "phase2"] = "high"
     threshold_gev: float = 20.0
     noise_events: int = 100000
     seed: int = 99
+    background: str = ""
+    signal_eff: float = 0.5
+    fake_rate: float = 0.05
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generated_from: str = ""
+    generated_events: int = 0
 
     def validate(self) -> None:
         require_range("evaluation.threshold_gev", self.threshold_gev, 0.0, lo_open=True)
@@ -227,7 +364,7 @@ class ModelCard:
     """Everything about one model; see the section dataclasses for the keys."""
 
     name: str
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "anomaly", "generative"]
     description: str = ""
     data: DataSpec = field(default_factory=DataSpec)
     architecture: ArchSpec = field(default_factory=ArchSpec)
@@ -246,15 +383,43 @@ class ModelCard:
                 )
             if len(self.data.classes) < 2:
                 raise ConfigError("classification needs at least two data.classes")
-        elif self.data.target == "label":
+        elif self.task == "regression" and self.data.target == "label":
             raise ConfigError("regression needs a truth dataset as data.target, e.g. vtx_r")
+        if self.task == "anomaly" and self.architecture.kind != "autoencoder":
+            raise ConfigError("task anomaly needs architecture.kind: autoencoder")
+        if (self.task == "generative") != (self.architecture.kind == "wgan"):
+            raise ConfigError("task generative goes with architecture.kind: wgan (and only it)")
+        if self.quant.is_quantised:
+            if self.architecture.kind not in ("l0_cnn", "cnn", "mlp"):
+                raise ConfigError(f"architecture.kind {self.architecture.kind} has no ternary "
+                                  "version; use quant.weights: float")
+            if self.data.input_format != "hits" and self.data.input_bits < 1:
+                raise ConfigError("a quantised model of non-binary inputs needs data.input_bits "
+                                  "(integer input codes for an exact firmware input)")
         if self.quant.is_quantised and self.architecture.batchnorm:
             raise ConfigError("architecture.batchnorm is only for float models (not exportable "
                               "exactly); set it to false for quant.weights: ternary")
 
     @property
     def n_outputs(self) -> int:
-        return len(self.data.classes) if self.task == "classification" else 1
+        if self.task == "classification":
+            return len(self.data.classes)
+        return 0 if self.task in ("anomaly", "generative") else 1
+
+    @property
+    def input_bits(self) -> int:
+        """Width of one unsigned input code in firmware (1 for binary hit images)."""
+        return self.data.input_bits if self.data.input_format != "hits" else 1
+
+    def with_overrides(self, name: str, overrides: dict[str, Any]) -> ModelCard:
+        """A sibling card (e.g. an evaluation variant) with ``section.key: value`` overrides."""
+        from .config import apply_overrides
+
+        data = self.to_dict()
+        data["name"] = name
+        data["evaluation"]["variants"] = {}
+        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        return from_dict(ModelCard, data)
 
     def architecture_dict(self) -> dict[str, Any]:
         """What a checkpoint must match to be loaded into this card's network."""

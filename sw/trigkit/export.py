@@ -80,8 +80,28 @@ def export_qonnx(card: ModelCard, model, out_path: Path) -> Path:
 
 
 def _torch_input_shape(card: ModelCard) -> tuple[int, ...]:
-    shape = tuple(card.data.input_shape)
-    return (1, *shape) if card.architecture.kind == "l0_cnn" else shape
+    from .models import to_input
+
+    return tuple(to_input(np.zeros((1, *card.data.input_shape), np.float32), card).shape[1:])
+
+
+def edge_case_codes(shape: tuple[int, ...], bits: int, seed: int = 0) -> np.ndarray:
+    """Inputs of ``bits``-bit codes at the corners of the range: all zero, all at the maximum,
+    one element at the maximum in each corner, alternating 0/max, and uniform random codes."""
+    top = (1 << bits) - 1
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    imgs = [np.zeros(shape, dtype), np.full(shape, top, dtype)]
+    flat_n = int(np.prod(shape))
+    for pos in (0, flat_n // 2, flat_n - 1):
+        img = np.zeros(flat_n, dtype)
+        img[pos] = top
+        imgs.append(img.reshape(shape))
+    alt = (np.arange(flat_n) % 2 * top).astype(dtype).reshape(shape)
+    imgs += [alt, (top - alt).astype(dtype)]
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        imgs.append(rng.integers(0, top + 1, size=shape).astype(dtype))
+    return np.stack(imgs)
 
 
 def edge_case_images(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -110,7 +130,14 @@ def edge_case_images(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 
 
 def make_vectors(card: ModelCard, n_events: int, seed: int) -> np.ndarray:
-    """Simulated images of the card's sample (fresh events, not the training data) + edge cases."""
+    """Test vectors + edge cases. Hit images: freshly simulated events of the card's sample (not
+    the training data); other inputs: the first ``n_events`` of the test split (as input codes)."""
+    if card.data.input_format != "hits":
+        from .data import load_splits
+
+        test = load_splits(card)["test"].images()[:n_events]
+        edges = edge_case_codes(tuple(card.data.input_shape), card.input_bits, seed)
+        return np.concatenate([test.astype(edges.dtype), edges])
     from .data import sim_config_for
     from .simulate import simulate
 

@@ -16,22 +16,24 @@ from torch import nn
 from .card import ModelCard
 
 
-def _brevitas_quantisers(weight_scale: float, act_bits: int):
+def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1):
     from brevitas.quant.base import PerTensorConstScaling2bit, UintQuant
     from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
     from brevitas.quant.solver import ActQuantSolver
     from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
 
-    class BinaryInputQuant(UintQuant, PerTensorConstScaling2bit, ActQuantSolver):
-        """Hits are 0 or 1, on the grid of an unsigned 2-bit quantiser with constant scale 1.
+    in_bits = max(2, input_bits)
 
-        Not 1 bit: Brevitas exports a 1-bit quantiser as QONNX BipolarQuant (values -1/+1),
-        which is not what a hit image means.
+    class BinaryInputQuant(UintQuant, PerTensorConstScaling2bit, ActQuantSolver):
+        """Integer input codes (hits: 0 or 1) on the grid of an unsigned quantiser of scale 1.
+
+        At least 2 bits: Brevitas exports a 1-bit quantiser as QONNX BipolarQuant (values
+        -1/+1), which is not what a hit image means.
         """
 
-        bit_width = 2
-        scaling_const = 3.0
-        max_val = 3.0
+        bit_width = in_bits
+        scaling_const = float((1 << in_bits) - 1)
+        max_val = float((1 << in_bits) - 1)
         min_val = 0.0
 
     class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
@@ -55,7 +57,7 @@ class _Layers:
         self.quant = card.quant.is_quantised
         if self.quant:
             self.input_q, self.weight_q, self.act_q = _brevitas_quantisers(
-                card.quant.weight_scale, card.quant.act_bits)
+                card.quant.weight_scale, card.quant.act_bits, card.input_bits)
 
     def input(self) -> nn.Module:
         if not self.quant:
@@ -69,11 +71,17 @@ class _Layers:
         s = self.card.quant.weight_scale
         nn.init.uniform_(layer.weight, -1.5 * s, 1.5 * s)
 
-    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Module:
+    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int], padding: str = "valid"
+             ) -> nn.Module:
         if not self.quant:
-            return nn.Conv2d(c_in, c_out, kernel)
+            return nn.Conv2d(c_in, c_out, kernel, padding=padding)
         import brevitas.nn as qnn
 
+        if padding != "valid":
+            from .errors import TrigkitError
+
+            raise TrigkitError(f"{self.card.name}: ternary convolutions must use valid padding "
+                               "(padded convolutions are not supported by the exact export)")
         layer = qnn.QuantConv2d(c_in, c_out, kernel, weight_quant=self.weight_q, bias=False,
                                 return_quant_tensor=True)
         self._init_ternary(layer)
@@ -97,10 +105,64 @@ class _Layers:
         return qnn.QuantReLU(act_quant=self.act_q, return_quant_tensor=True)
 
 
-def _conv_output_shape(shape: tuple[int, int], kernel, pool) -> tuple[int, int]:
+def _conv_output_shape(shape: tuple[int, int], kernel, pool, padding: str = "valid"
+                       ) -> tuple[int, int]:
+    if padding == "same":
+        return shape[0] // pool[0], shape[1] // pool[1]
     h = (shape[0] - kernel[0] + 1) // pool[0]
     w = (shape[1] - kernel[1] + 1) // pool[1]
     return h, w
+
+
+class ConvAutoencoder(nn.Module):
+    """Convolutional autoencoder for (C, H, W) images: conv + max-pool encoder, a dense
+    bottleneck, and a mirrored decoder (upsample + conv) ending in ReLU (pixels are >= 0).
+
+    The anomaly score of an image is its mean squared reconstruction error.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        c, h, w = shape
+        enc: list[nn.Module] = []
+        sizes, c_in = [], c
+        for c_out in channels:
+            enc += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            sizes.append((h, w))
+            enc.append(nn.MaxPool2d(2, ceil_mode=True))
+            h, w, c_in = -(-h // 2), -(-w // 2), c_out
+        self.code_shape = (c_in, h, w)
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c_in * h * w, latent_dim),
+                                     nn.ReLU())
+        self.expand = nn.Sequential(nn.Linear(latent_dim, c_in * h * w), nn.ReLU())
+        dec: list[nn.Module] = []
+        outs = [*reversed(channels[:-1]), c]
+        for c_out, size in zip(outs, reversed(sizes), strict=True):
+            dec += [nn.Upsample(size=size), nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            c_in = c_out
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.expand(self.encoder(x)).view(-1, *self.code_shape)
+        return self.decoder(z)
+
+
+def anomaly_score(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-event mean squared reconstruction error (the autoencoder's anomaly score)."""
+    return ((model(x) - x) ** 2).flatten(1).mean(1)
+
+
+def _image_shape(card: ModelCard) -> tuple[int, int, int]:
+    """(C, H, W) of an image input; 2-D inputs have one channel."""
+    from .errors import TrigkitError
+
+    shape = tuple(card.data.input_shape)
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) != 3:
+        raise TrigkitError(f"{card.name}: {card.architecture.kind} needs 2-D or (C, H, W) "
+                           f"images, data.input_shape is {list(shape)}")
+    return shape
 
 
 def build_model(card: ModelCard) -> nn.Module:
@@ -108,23 +170,28 @@ def build_model(card: ModelCard) -> nn.Module:
     from .errors import TrigkitError
 
     a = card.architecture
+    if a.kind == "autoencoder":
+        return ConvAutoencoder(_image_shape(card), tuple(a.channels), a.latent_dim)
+    if a.kind == "wgan":
+        from .gan import Generator
+
+        return Generator(a.latent_dim, _image_shape(card))
     f = _Layers(card)
     layers: list[nn.Module] = [f.input()]
-    if a.kind == "l0_cnn":
-        if len(card.data.input_shape) != 2:
+    if a.kind in ("l0_cnn", "cnn"):
+        if a.kind == "l0_cnn" and len(card.data.input_shape) != 2:
             raise TrigkitError(f"{card.name}: l0_cnn needs 2-D images, data.input_shape is "
-                               f"{list(card.data.input_shape)}")
-        h, w = card.data.input_shape
+                               f"{list(card.data.input_shape)}; use kind cnn for (C, H, W)")
+        c_in, h, w = _image_shape(card)
         if a.eta_pool > 1:
             layers.append(nn.MaxPool2d((1, a.eta_pool)))  # OR of adjacent binary strips
             w //= a.eta_pool
-        c_in = 1
         for c_out in a.channels:
-            layers.append(f.conv(c_in, c_out, tuple(a.kernel)))
+            layers.append(f.conv(c_in, c_out, tuple(a.kernel), a.padding))
             if a.batchnorm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(f.relu())
-            h, w = _conv_output_shape((h, w), a.kernel, (1, 1))
+            h, w = _conv_output_shape((h, w), a.kernel, (1, 1), a.padding)
             if tuple(a.pool) != (1, 1):
                 layers.append(nn.MaxPool2d(tuple(a.pool)))
                 h, w = h // a.pool[0], w // a.pool[1]
@@ -150,9 +217,10 @@ def build_model(card: ModelCard) -> nn.Module:
 
 
 def to_input(images: torch.Tensor | object, card: ModelCard) -> torch.Tensor:
-    """uint8 images (N, *input_shape) -> float tensor in the network's layout (N, 1, H, W)."""
+    """Inputs (N, *input_shape) -> float tensor in the network's layout ((N, C, H, W) for
+    convolutional networks; 2-D images get one channel)."""
     x = torch.as_tensor(images).float()
-    if card.architecture.kind == "l0_cnn":
+    if card.architecture.kind in ("l0_cnn", "cnn", "autoencoder", "wgan") and x.ndim == 3:
         x = x.unsqueeze(1)
     return x
 

@@ -532,7 +532,8 @@ def run_rtl(card, build_dir: str | Path | None = None, hw_dir: str | Path | None
         raise TrigkitError(f"{onnx_path} not found; export the model first "
                            f"(trigkit export --model {card.name})")
     return write_rtl(card.name, onnx_path, hw_dir, clock_ns=card.hardware.clock_ns,
-                     latency_cutoff_ns=card.hardware.latency_cutoff_ns)
+                     latency_cutoff_ns=card.hardware.latency_cutoff_ns,
+                     input_bits=card.input_bits)
 
 
 def check_with_emulator(name: str, onnx_path: str | Path, vectors_path: str | Path,

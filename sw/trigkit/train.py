@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from .card import ModelCard, load_card
-from .data import Split, load_splits
+from .data import Split, augmenter, load_splits
 from .errors import TrigkitError
 from .io import atomic_path, write_json_atomic
 from .models import (
+    anomaly_score,
     build_model,
     restore_runtime_quant_state,
     runtime_quant_state,
@@ -97,17 +98,75 @@ class Trainer:
         self.spec = card.training
         self._splits = splits
         self.teacher: nn.Module | None = None
+        self.adversary: nn.Module | None = None
+        self.adversary_opt: torch.optim.Optimizer | None = None
+        self.mass_edges: np.ndarray | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _loss_kind(self) -> str:
+        if self.card.task == "anomaly":
+            return "reconstruction"
         if self.spec.loss != "auto":
             return self.spec.loss
         return "cross_entropy" if self.card.task == "classification" else "huber"
 
     def _check_loss(self) -> None:
         kind = self._loss_kind()
+        if self.card.task == "anomaly":
+            if self.spec.loss not in ("auto", "mse"):
+                raise TrigkitError(f"task anomaly trains on the reconstruction error; "
+                                   f"training.loss {self.spec.loss} does not apply (use auto)")
+            return
         if (self.card.task == "classification") != (kind == "cross_entropy"):
             raise TrigkitError(f"training.loss {kind} does not fit task {self.card.task}")
+
+    @property
+    def _decorrelating(self) -> bool:
+        return self.card.task == "anomaly" and (self.spec.disco_lambda > 0
+                                                or self.spec.adversary_lambda > 0)
+
+    def _setup_adversary(self, train: Split) -> None:
+        """Mass-bin edges from the training background and the adversary network."""
+        if not self._decorrelating:
+            return
+        from .decorrelate import MassAdversary, mass_bins
+
+        self.mass_edges, _ = mass_bins(train.truth(self.spec.decorrelate),
+                                       self.spec.adversary_bins)
+        if self.spec.adversary_lambda > 0:
+            torch.manual_seed(self.spec.seed + 1)
+            self.adversary = MassAdversary(n_bins=self.spec.adversary_bins)
+            self.adversary_opt = torch.optim.Adam(self.adversary.parameters(),
+                                                  lr=self.spec.adversary_lr)
+
+    def _mass_bin(self, mass: np.ndarray) -> torch.Tensor:
+        idx = np.clip(np.searchsorted(self.mass_edges[1:-1], mass, side="right"), 0,
+                      len(self.mass_edges) - 2)
+        return torch.as_tensor(idx, dtype=torch.long)
+
+    def _anomaly_loss(self, model: nn.Module, x: torch.Tensor, truth: dict | None,
+                      train_adversary: bool) -> torch.Tensor:
+        """Reconstruction error (+ DisCo penalty, - adversary loss) of one batch."""
+        from .decorrelate import adversary_loss, distance_correlation
+
+        err = anomaly_score(model, x)
+        loss = err.mean()
+        if not self._decorrelating or truth is None:
+            return loss
+        mass = truth[self.spec.decorrelate]
+        if self.spec.disco_lambda > 0:
+            loss = loss + self.spec.disco_lambda * distance_correlation(
+                err, torch.as_tensor(mass, dtype=err.dtype))
+        if self.adversary is not None:
+            score = torch.log(err + 1e-12)[:, None]  # scale-free input for the adversary
+            bins = self._mass_bin(mass)
+            if train_adversary:
+                adv = adversary_loss(self.adversary, score.detach(), bins)
+                self.adversary_opt.zero_grad(set_to_none=True)
+                adv.backward()
+                self.adversary_opt.step()
+            loss = loss - self.spec.adversary_lambda * adversary_loss(self.adversary, score, bins)
+        return loss
 
     def _build(self) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
         torch.manual_seed(self.spec.seed)
@@ -140,6 +199,25 @@ class Trainer:
                                f"(trigkit train --model {d.teacher})")
         self.teacher = load_trained_model(teacher_card, "best", self.build)
 
+    def _fit_gan(self, splits: dict[str, Split], fresh: bool, epochs: int | None
+                 ) -> TrainResult:
+        """WGAN-GP models: the critic/generator loop of trigkit.gan on the training images."""
+        from .gan import GANSpec, train_wgan_gp
+
+        gspec = GANSpec(latent_dim=self.card.architecture.latent_dim,
+                        critic_steps=self.spec.critic_steps, gp_lambda=self.spec.gp_lambda,
+                        lr=self.spec.lr, batch_size=self.spec.batch_size,
+                        epochs=epochs or self.spec.epochs, seed=self.spec.seed,
+                        max_minutes=self.spec.max_minutes)
+        images = splits["train"].images().astype(np.float32)
+        if images.ndim == 3:
+            images = images[:, None]
+        t0 = time.perf_counter()
+        summary = train_wgan_gp(images, gspec, self.out, fresh=fresh, progress=self.progress)
+        history = summary.get("history", [])
+        return TrainResult(history, len(history), float("nan"),
+                           summary.get("stopped", "completed"), time.perf_counter() - t0)
+
     # -- one step ----------------------------------------------------------------------------
     def _targets(self, y: np.ndarray) -> torch.Tensor:
         if self.card.task == "classification":
@@ -148,6 +226,8 @@ class Trainer:
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor, x_img: np.ndarray) -> torch.Tensor:
         kind = self._loss_kind()
+        if kind == "reconstruction":  # out is the reconstruction, the target the input itself
+            return ((out - to_input(x_img, self.card)) ** 2).mean()
         if kind == "cross_entropy":
             loss = nn.functional.cross_entropy(out, y)
         else:
@@ -186,6 +266,8 @@ class Trainer:
                 yt = self._targets(y)
                 total += float(self._loss(out, yt, x)) * len(y)
                 n += len(y)
+                if self.card.task == "anomaly":
+                    continue
                 if self.card.task == "classification":
                     correct += int((out.argmax(1) == yt).sum())
                 else:
@@ -193,7 +275,7 @@ class Trainer:
         metrics = {}
         if self.card.task == "classification":
             metrics["val_accuracy"] = correct / n
-        else:
+        elif self.card.task == "regression":
             err = np.concatenate(abs_err)
             metrics["val_rmse"] = float(np.sqrt(np.mean(err**2)))
             metrics["val_median_abs"] = float(np.median(np.abs(err)))
@@ -207,7 +289,11 @@ class Trainer:
         torch.use_deterministic_algorithms(True)
         self.out.mkdir(parents=True, exist_ok=True)
         splits = self._splits or load_splits(self.card, progress=self.progress)
+        if self.card.task == "generative":
+            return self._fit_gan(splits, fresh, epochs)
         self._load_teacher()
+        self._setup_adversary(splits["train"])
+        augment = augmenter(self.card)
         model, opt, sched = self._build()
         n_epochs = epochs or self.spec.epochs
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0,
@@ -219,6 +305,9 @@ class Trainer:
             restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
+            if self.adversary is not None:
+                self.adversary.load_state_dict(ckpt["adversary"])
+                self.adversary_opt.load_state_dict(ckpt["adversary_optimizer"])
             state = ckpt["state"]
             if state["stopped"] == "early_stopping" or state["epoch"] >= n_epochs:
                 if self.verbose:
@@ -239,11 +328,20 @@ class Trainer:
             t0 = time.perf_counter()
             running, seen = 0.0, 0
             shuffle_seed = self.spec.seed * 7919 + epoch
-            batches = train.batches(self.spec.batch_size, shuffle_seed=shuffle_seed)
+            keys = (self.spec.decorrelate,) if self._decorrelating else ()
+            batches = train.batches(self.spec.batch_size, shuffle_seed=shuffle_seed, keys=keys)
+            aug_rng = np.random.default_rng(shuffle_seed + 1)
             bar = self._bar(n_batches, f"{self.card.name} epoch {epoch + 1}/{n_epochs}")
-            for step, (x, y) in enumerate(batches):
-                out = model(to_input(x, self.card))
-                loss = self._loss(out, self._targets(y), x)
+            for step, batch in enumerate(batches):
+                x, y = batch[0], batch[1]
+                if augment is not None:
+                    x = augment(x, aug_rng)
+                if self.card.task == "anomaly":
+                    loss = self._anomaly_loss(model, to_input(x, self.card),
+                                              batch[2] if keys else None, train_adversary=True)
+                else:
+                    out = model(to_input(x, self.card))
+                    loss = self._loss(out, self._targets(y), x)
                 if not torch.isfinite(loss):
                     raise TrigkitError(
                         f"{self.card.name}: loss became {loss.item()} at epoch {epoch + 1} step "
@@ -279,6 +377,9 @@ class Trainer:
                 state["stopped"] = "time_budget"
             ckpt = {"model": model.state_dict(), "runtime_quant": runtime_quant_state(model),
                     "optimizer": opt.state_dict(),
+                    **({"adversary": self.adversary.state_dict(),
+                        "adversary_optimizer": self.adversary_opt.state_dict()}
+                       if self.adversary is not None else {}),
                     "scheduler": sched.state_dict(), "state": state,
                     "architecture": self.card.architecture_dict(), "card": self.card.to_dict()}
             if improved:
