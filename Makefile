@@ -10,9 +10,20 @@ BUILD := build
 TRIGKIT := $(BIN)/trigkit
 # Default models, teachers before their students.
 MODELS := l0_pointing_f32 l0_pointing_tnn l0_vertex_f32 l0_vertex_tnn
+# Offline models (issue 7/8), generators before the models that use their samples.
+OFFLINE_MODELS := jet_wgan_gp jet_darkphoton_cnn jet_darkphoton_tnn jet_autoencoder \
+	monojet_event_dnn monojet_hist_dnn monojet_hist_cnn lowpt_electron_dnn lowpt_electron_tnn
+OFFLINE_FIRMWARE := jet_darkphoton_tnn lowpt_electron_tnn
 SELECTED := $(if $(MODEL),$(MODEL),$(MODELS))
+# Run one stage over the selected models, printing each model's and the stage's wall time.
+define each_model
+	@set -e; t_stage=$$SECONDS; for m in $(2); do t0=$$SECONDS; \
+	  echo "== $(1) $$m =="; $(TRIGKIT) $(1) --model $$m $(3); \
+	  echo "== $(1) $$m: $$((SECONDS - t0)) s =="; done; \
+	  echo "== stage $(1): $$((SECONDS - t_stage)) s in total =="
+endef
 
-.PHONY: all venv train export rtl sim synth report test lint bench baseline clean
+.PHONY: all venv train export rtl sim synth report test lint bench baseline clean offline
 
 all: train export synth
 
@@ -33,27 +44,31 @@ baseline: $(STAMP)
 
 # Train (resuming from checkpoints), evaluate against the standard algorithm, write reports.
 train: $(STAMP)
-	@set -e; for m in $(SELECTED); do \
-	  echo "== train $$m =="; $(TRIGKIT) train --model $$m; done
+	$(call each_model,train,$(SELECTED))
 
 # QONNX, integer reference, test vectors and the hls4ml C simulation, all checked bit-exact.
 export: $(STAMP)
-	@set -e; for m in $(SELECTED); do \
-	  echo "== export $$m =="; $(TRIGKIT) export --model $$m; done
+	$(call each_model,export,$(SELECTED))
 
 # Pipelined Verilog (da4ml) from the QONNX graph, checked against the integer reference.
 rtl: $(STAMP)
-	@set -e; for m in $(SELECTED); do \
-	  echo "== rtl $$m =="; $(TRIGKIT) rtl --model $$m; done
+	$(call each_model,rtl,$(SELECTED))
 
 # cocotb testbenches under Verilator on every vector: stream, random gaps, reset.
 sim: $(STAMP)
-	@set -e; for m in $(SELECTED); do \
-	  echo "== sim $$m =="; $(TRIGKIT) sim --model $$m; done
+	$(call each_model,sim,$(SELECTED))
 
 synth: $(STAMP) rtl
-	@set -e; for m in $(SELECTED); do \
-	  echo "== synth $$m =="; $(TRIGKIT) synth --model $$m; done
+	$(call each_model,synth,$(SELECTED))
+
+# Every offline model: train (with its studies and variants), then the firmware path of the
+# ternary ones.
+offline: $(STAMP)
+	$(call each_model,train,$(OFFLINE_MODELS))
+	$(call each_model,export,$(OFFLINE_FIRMWARE))
+	$(call each_model,rtl,$(OFFLINE_FIRMWARE))
+	$(call each_model,sim,$(OFFLINE_FIRMWARE))
+	$(call each_model,synth,$(OFFLINE_FIRMWARE))
 
 report: $(STAMP)
 	$(TRIGKIT) report

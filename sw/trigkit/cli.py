@@ -262,10 +262,67 @@ def run_evaluation(card, progress: bool) -> dict:
         "model": card.name, "task": card.task, "params": count_parameters(model),
         "weight_bits": card.quant.weight_bits,
         "weight_memory_bits": weight_memory_bits(model, card),
+        "offline": card.data.input_format != "hits",
         "metrics": result["metrics"], "baseline": result["baseline"], "plots": plots,
     }, timings={"evaluate": time.perf_counter() - t0})
     write_markdown(out, card.description)
     return result
+
+
+def _with_generated(card, train, progress: bool):
+    """The training split plus ``evaluation.generated_events`` images from the WGAN-GP model
+    ``evaluation.generated_from``, labelled with the class that model was trained on."""
+    import numpy as np
+
+    from .card import load_card
+    from .data import Split, input_codes
+    from .gan import sample
+    from .train import load_trained_model
+
+    gcard = load_card(card.evaluation.generated_from)
+    if gcard.task != "generative" or len(gcard.data.train_on) != 1:
+        raise TrigkitError(f"evaluation.generated_from {gcard.name} must be a WGAN-GP card "
+                           "trained on one class (data.train_on: [CLASS])")
+    cls = gcard.data.train_on[0]
+    if cls not in card.data.classes:
+        raise TrigkitError(f"{gcard.name} generates {cls!r} jets, not a class of {card.name}")
+    n = card.evaluation.generated_events
+    fake = sample(load_trained_model(gcard), n, seed=card.evaluation.seed)
+    fake = input_codes(card, fake.reshape(n, *card.data.input_shape))
+    x = np.concatenate([train.images(), fake.astype(train.images().dtype)])
+    y = np.concatenate([train.target, np.full(n, card.data.classes.index(cls), np.int64)])
+    extra = {k: np.concatenate([v, np.full(n, np.nan)]) for k, v in train.extra.items()}
+    return Split("train", train.path, np.concatenate([train.index, np.full(n, -1)]), y, x,
+                 extra, train.context)
+
+
+def train_variants(card, progress: bool) -> dict:
+    """Train and evaluate the card's ``evaluation.variants`` on the same events, into
+    build/NAME/variants/VARIANT/; their metrics go into report.json ``variants``."""
+    from .data import load_splits
+    from .evaluate import evaluate_model
+    from .report import update_report
+    from .train import Trainer, load_trained_model, model_dir
+
+    results = {}
+    for vname, overrides in card.evaluation.variants.items():
+        vcard = card.with_overrides(f"{card.name}_{vname}", overrides)
+        vdir = model_dir(card.name) / "variants" / vname
+        typer.echo(f"== {card.name}: variant {vname} ({overrides}) ==")
+        splits = load_splits(vcard, progress=progress)
+        if vcard.evaluation.generated_from:
+            splits["train"] = _with_generated(vcard, splits["train"], progress)
+        t0 = time.perf_counter()
+        fit = Trainer(vcard, out_dir=vdir, progress=progress, splits=splits).fit()
+        model = load_trained_model(vcard, out_dir=vdir)
+        res = evaluate_model(vcard, model, splits, vdir, progress=progress)
+        results[vname] = {"overrides": overrides, "metrics": res["metrics"],
+                          "baseline": res["baseline"], "epochs": len(fit.history),
+                          "train_events": len(splits["train"]),
+                          "seconds": time.perf_counter() - t0}
+        _echo_metrics(f"{card.name}/{vname}", res)
+    update_report(model_dir(card.name), {"variants": results})
+    return results
 
 
 @app.command()
@@ -305,20 +362,26 @@ def train(
     fields = {"model": card.name, "task": card.task, "training": {
         "epochs": len(result.history), "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "stopped": result.stopped,
-        "seconds": sum(h["seconds"] for h in result.history),
+        "seconds": sum(h.get("seconds", 0.0) for h in result.history),
         "threads": card.training.threads}}
-    update_report(out, fields, timings={"train": sum(h["seconds"] for h in result.history)})
+    update_report(out, fields, timings={"train": fields["training"]["seconds"]})
     typer.echo(f"{card.name}: trained {len(result.history)} epochs ({result.stopped}), best epoch "
                f"{result.best_epoch}, this run {wall:.1f} s wall")
     if evaluate:
         res = run_evaluation(card, progress)
         _echo_metrics(card.name, res)
+        if card.evaluation.variants:
+            from .report import write_markdown
+
+            train_variants(card, progress)
+            write_markdown(out, card.description)
 
 
 def _echo_metrics(name: str, result: dict) -> None:
     def short(d: dict) -> str:
         keys = ("accuracy", "auc", "eff_at_baseline_fake_rate", "eff_prompt_above_threshold",
-                "eff_nonpointing", "fake_rate_hz", "sigma_core_cm", "mean_cm", "tail_frac_8cm")
+                "eff_nonpointing", "fake_rate_hz", "sigma_core_cm", "mean_cm", "tail_frac_8cm",
+                "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "inv_jsd_at_50pct_bkg_eff")
         return ", ".join(f"{k}={d[k]:.4g}" for k in keys
                          if isinstance(d.get(k), int | float))
     typer.echo(f"{name} network : {short(result['metrics'])}")

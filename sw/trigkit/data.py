@@ -347,12 +347,16 @@ def _split_arrays(card: ModelCard, path: Path, x: np.ndarray, target: np.ndarray
 def _load_jet_images(card: ModelCard, path: Path) -> dict[str, Split]:
     with open_events_h5(path, need=("images", "label")) as f:
         names = json.loads(f.attrs["label_names"]) if "label_names" in f.attrs else []
+        pixel_size = float(f.attrs.get("pixel_size", 0.1))
         x = f["images"][()]
         label = f["label"][()]
         extra = {k: f[k][()] for k in f if k not in ("images", "label") and f[k].ndim == 1}
     _check_shape(card, x.shape[1:], path)
     target, usable = _labels_or_target(card, label, names, extra, path)
-    return _split_arrays(card, path, input_codes(card, x), target, usable, extra)
+    splits = _split_arrays(card, path, input_codes(card, x), target, usable, extra)
+    for sp in splits.values():
+        sp.context["pixel_size"] = pixel_size
+    return splits
 
 
 def _labels_or_target(card: ModelCard, label: np.ndarray, names: list[str],

@@ -372,3 +372,96 @@ def plot_regression_scatter(
                  fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_bars(values: dict[str, float], path: str | Path, xlabel: str, title: str = "",
+              errors: dict[str, float] | None = None) -> Path:
+    """Horizontal bar chart, largest value on top (feature importance, resources)."""
+    names = sorted(values, key=lambda k: values[k])
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(names) + 1.4))
+    err = [errors[n] for n in names] if errors else None
+    ax.barh(names, [values[n] for n in names], xerr=err, color="tab:blue", alpha=0.8)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_curves(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
+                xlabel: str, ylabel: str, title: str = "", log_x: bool = False,
+                hline: float | None = None) -> Path:
+    """Several y(x) series with markers (AUC vs S/sqrt(B), efficiency vs pT, ...)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    for i, (name, (x, y)) in enumerate(series.items()):
+        colour, marker = _style(i)
+        ax.plot(np.asarray(x, float), np.asarray(y, float), "-" + marker, color=colour,
+                label=name, ms=5, lw=1.2)
+    if hline is not None:
+        ax.axhline(hline, color="0.5", ls=":", lw=1)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_score_distributions(scores: dict[str, np.ndarray], path: str | Path, xlabel: str,
+                             title: str = "", log_y: bool = True) -> Path:
+    """Normalised histograms of a discriminant for several classes."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    finite = [np.asarray(s, float)[np.isfinite(s)] for s in scores.values()]
+    allv = np.concatenate(finite) if finite else np.zeros(1)
+    lo, hi = np.percentile(allv, [0.5, 99.5]) if allv.size else (0, 1)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
+    for i, (name, s) in enumerate(zip(scores, finite, strict=True)):
+        colour, _ = _style(i)
+        ax.hist(np.clip(s, lo, hi), bins=bins, histtype="step", density=True, color=colour,
+                lw=1.5, label=f"{name} ({len(s)})")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_sculpting(mass: np.ndarray, score: np.ndarray, cut: float, path: str | Path,
+                   title: str = "", xlabel: str = "jet mass [GeV]") -> Path:
+    """Mass sculpting of a background by a cut on ``score``: the score's mean in mass bins
+    (left) and the mass distribution of all, passing and failing events (right)."""
+    mass, score = np.asarray(mass, float), np.asarray(score, float)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    edges = np.quantile(mass, np.linspace(0, 1, 16))
+    idx = np.clip(np.searchsorted(edges[1:-1], mass, side="right"), 0, len(edges) - 2)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    means = [np.mean(score[idx == k]) if np.any(idx == k) else np.nan
+             for k in range(len(centres))]
+    a1.plot(centres, means, "o-", color="tab:blue")
+    a1.set_xlabel(xlabel)
+    a1.set_ylabel("mean anomaly score")
+    a1.grid(alpha=0.3)
+    bins = np.linspace(np.percentile(mass, 0.5), np.percentile(mass, 99.5), 40)
+    passed = score >= cut
+    for sel, name, colour in ((np.ones_like(passed), "all", "k"), (passed, "pass", "tab:red"),
+                              (~passed, "fail", "tab:blue")):
+        a2.hist(mass[sel], bins=bins, histtype="step", density=True, color=colour, lw=1.5,
+                label=f"{name} ({int(sel.sum())})")
+    a2.set_xlabel(xlabel)
+    a2.set_ylabel("density")
+    a2.legend(fontsize=8)
+    a2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

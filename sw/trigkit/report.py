@@ -73,6 +73,80 @@ _METRIC_NAMES = {
     "median_abs_cm": "median |residual| [cm]",
 }
 
+#: Offline-model working points (evaluate.working_point_metrics), in table order.
+_WP_NAMES = {
+    "auc": "AUC",
+    "bkg_rejection_at_sig_eff": "background rejection 1/eps_B at the signal-efficiency point",
+    "eff_at_fake_rate": "signal efficiency at the fake-rate point",
+    "inv_jsd_at_50pct_bkg_eff": "1/JSD of background mass, pass vs fail at 50 % bkg. eff.",
+    "dcor2_score_mass_bkg": "distance correlation^2 (score, mass) on background",
+}
+
+
+def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
+                   variants: dict[str, Any]) -> list[str]:
+    """Per-class working points beside the baseline observable, variants side by side, and the
+    study tables (S/sqrt(B) scan, tagging, feature importance, efficiency vs pT, GAN)."""
+    lines = ["## Physics on the test events", ""]
+    if baseline.get("observable"):
+        lines += [f"Baseline: a cut on **{baseline['observable']}** (the best single observable, "
+                  "chosen on the validation split), on the same events.", ""]
+    per, per_b = metrics.get("per_class", {}), baseline.get("per_class", {})
+    if per:
+        lines += [f"Each class against **{metrics.get('background', '?')}**.", "",
+                  "| class | metric | network | baseline |", "|---|---|---|---|"]
+        for cls, wp in per.items():
+            for key, label in _WP_NAMES.items():
+                if key in wp:
+                    bv = per_b.get(cls, {}).get(key)
+                    lines.append(f"| {cls} | {label} | {_fmt(wp[key])} | {_fmt(bv)} |")
+        lines.append("")
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)
+               and not isinstance(v, bool)}
+    if scalars:
+        lines += ["| metric | network | baseline |", "|---|---|---|"]
+        lines += [f"| {_WP_NAMES.get(k, k)} | {_fmt(v)} | {_fmt(baseline.get(k))} |"
+                  for k, v in scalars.items()]
+        lines.append("")
+    if variants:
+        keys = [k for k in ("auc", "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "accuracy",
+                            "inv_jsd_at_50pct_bkg_eff") if k in metrics]
+        lines += ["## Variants (same events, same run)", "",
+                  "| variant | changes | " + " | ".join(_WP_NAMES.get(k, k) for k in keys) + " |",
+                  "|---|---|" + "---|" * len(keys),
+                  "| this model | - | " + " | ".join(_fmt(metrics.get(k)) for k in keys) + " |"]
+        for name, v in variants.items():
+            m = v.get("metrics", {})
+            changes = ", ".join(f"{k}: {val}" for k, val in v.get("overrides", {}).items())
+            lines.append(f"| {name} | {changes} | "
+                         + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+        lines.append("")
+    for key, title in (("auc_vs_s_over_sqrt_b", "AUC versus S/sqrt(B)"),
+                       ("tagging", "Multi-class tagging (highest class above 2/N)"),
+                       ("permutation_importance", "Permutation importance (AUC loss)"),
+                       ("eff_vs_pt", "Efficiency at the fake-rate point versus pT")):
+        if key in metrics:
+            lines += [f"## {title}", "", "```", _dump(metrics[key]), "```", ""]
+    gan = {k: v for k, v in metrics.items() if isinstance(v, dict) and k not in (
+        "per_class", "auc_vs_s_over_sqrt_b", "tagging", "permutation_importance", "eff_vs_pt")}
+    if gan:
+        lines += ["## Distribution comparison (network = generated vs real; baseline = two "
+                  "halves of the real sample)", "", "| quantity | statistic | network | "
+                  "baseline |", "|---|---|---|---|"]
+        for q, stats in gan.items():
+            for stat, v in stats.items():
+                if isinstance(v, int | float):
+                    lines.append(f"| {q} | {stat} | {_fmt(v)} | "
+                                 f"{_fmt(baseline.get(q, {}).get(stat))} |")
+        lines.append("")
+    return lines
+
+
+def _dump(obj: Any) -> str:
+    import json
+
+    return json.dumps(_clean(obj), indent=1, default=str)
+
 
 def render_markdown(report: dict[str, Any], description: str = "") -> str:
     """The short human-readable report of one model."""
@@ -87,7 +161,10 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         "",
     ]
     metrics, baseline = report.get("metrics", {}), report.get("baseline", {})
-    if metrics:
+    offline = report.get("offline", False)
+    if metrics and offline:
+        lines += _offline_lines(metrics, baseline, report.get("variants", {}))
+    elif metrics:
         lines += ["## Physics on the test events", ""]
         if baseline.get("algorithm"):
             lines += [f"Baseline: {baseline['algorithm']}, on the same events.", ""]
@@ -155,7 +232,17 @@ def summary_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in reports:
         m, b = r.get("metrics", {}), r.get("baseline", {})
         synth, rtl, bit = r.get("synth", {}), r.get("rtl", {}), r.get("bit_exact", {})
-        if r.get("task") == "classification":
+        if r.get("offline"):
+            metric = ("AUC", m.get("auc"), b.get("auc"))
+            extra = (("1/JSD @ 50 % bkg", m.get("inv_jsd_at_50pct_bkg_eff"),
+                      b.get("inv_jsd_at_50pct_bkg_eff")) if r.get("task") == "anomaly" else
+                     ("1/eps_B @ sig. eff.", m.get("bkg_rejection_at_sig_eff"),
+                      b.get("bkg_rejection_at_sig_eff")))
+            if r.get("task") == "generative":
+                ks = m.get("mass", {}).get("ks") if isinstance(m.get("mass"), dict) else None
+                kb = b.get("mass", {}).get("ks") if isinstance(b.get("mass"), dict) else None
+                metric, extra = ("KS(jet mass)", ks, kb), ("", None, None)
+        elif r.get("task") == "classification":
             metric = ("accuracy", m.get("accuracy"), None)
             extra = ("eff. non-pointing @ baseline fake rate", m.get("eff_nonpointing"),
                      b.get("eff_nonpointing"))
@@ -208,7 +295,8 @@ def _summary_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     from .io import save_figure_atomic
 
-    have = [r for r in rows if isinstance(r["lut"], int) and r["metric"][1] is not None]
+    have = [r for r in rows if isinstance(r["lut"], int) and r["metric"][1] is not None
+            and r["task"] in ("classification", "regression") and r["metric"][0] != "AUC"]
     if not have:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -66,9 +66,18 @@ def load_checkpoint(card: ModelCard, path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_trained_model(card: ModelCard, which: str = "best", build: Path = BUILD) -> nn.Module:
-    """The card's network with the weights of its ``best`` or ``last`` checkpoint, eval mode."""
-    ckpt = load_checkpoint(card, model_dir(card.name, build) / f"{which}.pt")
+def load_trained_model(card: ModelCard, which: str = "best", build: Path = BUILD,
+                       out_dir: Path | None = None) -> nn.Module:
+    """The card's network with the weights of its ``best`` or ``last`` checkpoint, eval mode
+    (for WGAN-GP models: the generator of the last epoch). ``out_dir`` overrides the
+    model directory (evaluation variants)."""
+    out_dir = out_dir or model_dir(card.name, build)
+    if card.task == "generative":
+        from .gan import load_generator
+        from .models import _image_shape
+
+        return load_generator(out_dir, _image_shape(card), card.architecture.latent_dim).eval()
+    ckpt = load_checkpoint(card, out_dir / f"{which}.pt")
     model = build_model(card)
     model.load_state_dict(ckpt["model"])
     restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
