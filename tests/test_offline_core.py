@@ -97,7 +97,7 @@ def test_variant_card_overrides():
         card.with_overrides("t2", {"data.augmentation": []})
 
 
-def write_jet_file(path: Path, n: int = 600, seed: int = 0) -> Path:
+def write_jet_file(path: Path, n: int = 2048, seed: int = 0) -> Path:
     """A tiny two-class image file in trigkit's jet layout: 'top' images are wider blobs."""
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n) * 2  # qcd = 0, top = 2

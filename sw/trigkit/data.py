@@ -423,6 +423,13 @@ def _load_histograms(card: ModelCard, path: Path) -> dict[str, Split]:
     if unknown:
         raise TrigkitError(f"data.hist.signals {unknown} are not processes of {path}; "
                            f"available: {', '.join(names[1:])}")
+    expected = ([names[0], *signals] if h.mode == "multiclass"
+                else [names[0], list(card.data.classes)[-1]])
+    if list(card.data.classes) != expected or (h.mode == "binary" and len(expected) != 2):
+        what = ("the background and each signal, in order" if h.mode == "multiclass"
+                else "two: the background and a name for background + signal")
+        raise TrigkitError(f"{card.name}: data.classes {list(card.data.classes)} do not fit "
+                           f"data.hist.mode {h.mode}; it needs {what}, e.g. {expected}")
     out = {}
     for k, (name, idx) in enumerate(events.items()):
         pools = event_pools(table.features[idx], table.label[idx], names, signals)
