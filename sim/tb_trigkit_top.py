@@ -41,7 +41,8 @@ class Bench:
         v = np.load(_setting("TRIGKIT_VECTORS"))
         x, self.y = v["x"], v["y_int"].reshape(len(v["x"]), -1)
         self.latency = int(self.info["latency_cycles"])
-        self.packed = pack_inputs(x.reshape(len(x), -1), self.info["input"]["element_bits"])
+        self.packed = pack_inputs(x.reshape(len(x), -1), self.info["input"]["element_bits"],
+                                  bool(self.info["input"].get("signed", False)))
         self.rng = random.Random(int(_setting("TRIGKIT_SEED", "1")))
         self.in_bits = int(self.info["parameters"]["IN_BITS"])
 

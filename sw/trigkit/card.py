@@ -35,6 +35,11 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 AUGMENTATIONS = ("jet_symmetries",)
 
 
+def code_range(bits: int, signed: bool = False) -> tuple[int, int]:
+    """(lowest, highest) ``bits``-bit integer code, unsigned or two's complement."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
 @dataclass(frozen=True)
 class HistSpec:
     """Pseudo-experiment histograms (pT x eta) built from ``r`` events each (monojet_hist).
@@ -92,9 +97,9 @@ class DataSpec:
         fill_nan: value for NaN features after standardisation (NaN is an error when unset).
         standardise: scale table features to zero mean and unit variance (training-split
             statistics, recomputed identically at every load).
-        input_bits: > 0 turns inputs into unsigned integer codes of this width for exact
-            firmware: images ``round(x / input_lsb)``, standardised features
-            ``round(z / input_lsb) + 2**(input_bits - 1)``, both clipped to the range.
+        input_bits: > 0 turns inputs into integer codes of this width for exact firmware:
+            images unsigned ``round(x / input_lsb)``, table features signed (two's complement)
+            ``round(z / input_lsb)``, both clipped to the code range.
         input_lsb: the value of one input code step (GeV per count for images).
         augment: training-time augmentations (``jet_symmetries``: eta reflection + phi rotation).
         train_on: classes used for training and validation (e.g. [qcd] for an anomaly search);
@@ -396,6 +401,9 @@ class ModelCard:
             if self.data.input_format != "hits" and self.data.input_bits < 1:
                 raise ConfigError("a quantised model of non-binary inputs needs data.input_bits "
                                   "(integer input codes for an exact firmware input)")
+            if self.input_signed and self.data.input_bits < 2:
+                raise ConfigError("signed table codes need data.input_bits >= 2 (a sign bit "
+                                  "and at least one magnitude bit)")
         if self.quant.is_quantised and self.architecture.batchnorm:
             raise ConfigError("architecture.batchnorm is only for float models (not exportable "
                               "exactly); set it to false for quant.weights: ternary")
@@ -408,8 +416,19 @@ class ModelCard:
 
     @property
     def input_bits(self) -> int:
-        """Width of one unsigned input code in firmware (1 for binary hit images)."""
+        """Width of one input code in firmware (1 for binary hit images)."""
         return self.data.input_bits if self.data.input_format != "hits" else 1
+
+    @property
+    def input_signed(self) -> bool:
+        """Whether input codes are signed (two's complement): table features, centred on 0 so
+        that bias-free ternary layers see "average" as zero; images and hits are unsigned."""
+        return self.data.input_format == "table" and self.data.input_bits > 0
+
+    @property
+    def input_range(self) -> tuple[int, int]:
+        """(lowest, highest) input code."""
+        return code_range(self.input_bits, self.input_signed)
 
     def with_overrides(self, name: str, overrides: dict[str, Any]) -> ModelCard:
         """A sibling card (e.g. an evaluation variant) with ``section.key: value`` overrides."""

@@ -301,7 +301,7 @@ def train_variants(card, progress: bool) -> dict:
     build/NAME/variants/VARIANT/; their metrics go into report.json ``variants``."""
     from .data import load_splits
     from .evaluate import evaluate_model
-    from .report import update_report
+    from .report import read_report, update_report
     from .train import Trainer, load_trained_model, model_dir
 
     results = {}
@@ -321,8 +321,34 @@ def train_variants(card, progress: bool) -> dict:
                           "train_events": len(splits["train"]),
                           "seconds": time.perf_counter() - t0}
         _echo_metrics(f"{card.name}/{vname}", res)
-    update_report(model_dir(card.name), {"variants": results})
+    out = model_dir(card.name)
+    fields = {"variants": results}
+    if results and all("eff_vs_pt" in r["metrics"] for r in results.values()):
+        plots = read_report(out).get("plots", [])
+        fields["plots"] = sorted({*plots, _plot_variant_efficiencies(card, results, out)})
+    update_report(out, fields)
     return results
+
+
+def _plot_variant_efficiencies(card, results: dict, out: Path) -> str:
+    """Efficiency at the fake rate versus pT of the model and its variants on one plot."""
+    import numpy as np
+
+    from .plots import plot_curves
+    from .report import read_report
+
+    def curve(eff: dict) -> tuple:
+        edges = [tuple(float(x) for x in k.split()[0].split("-")) for k in eff]
+        return np.array([(lo + hi) / 2 for lo, hi in edges]), np.array(list(eff.values()))
+
+    main = read_report(out).get("metrics", {}).get("eff_vs_pt", {})
+    curves = ({card.name: curve(main)} if main else {}) | {
+        name: curve(r["metrics"]["eff_vs_pt"]) for name, r in results.items()}
+    path = out / "plots" / "eff_vs_pt_variants.png"
+    plot_curves(curves, path, "pT [GeV]",
+                f"efficiency at {100 * card.evaluation.fake_rate:g} % fake rate",
+                title=f"{card.name} and its variants")
+    return str(path.relative_to(out))
 
 
 @app.command()

@@ -323,14 +323,20 @@ def _check_shape(card: ModelCard, shape: tuple[int, ...], path: Path) -> None:
 
 
 def input_codes(card: ModelCard, x: np.ndarray) -> np.ndarray:
-    """Inputs as unsigned ``data.input_bits``-bit codes (see DataSpec), or unchanged float32."""
+    """Inputs as ``data.input_bits``-bit codes (see DataSpec), or unchanged float32."""
     d = card.data
     if d.input_bits < 1:
         return x.astype(np.float32)
-    top = (1 << d.input_bits) - 1
-    offset = (1 << (d.input_bits - 1)) if d.input_format in ("table",) else 0
-    codes = np.clip(np.round(x.astype(np.float64) / d.input_lsb) + offset, 0, top)
-    return codes.astype(np.uint8 if d.input_bits <= 8 else np.uint16)
+    lo, hi = card.input_range
+    codes = np.clip(np.round(x.astype(np.float64) / d.input_lsb), lo, hi)
+    return codes.astype(code_dtype(d.input_bits, card.input_signed))
+
+
+def code_dtype(bits: int, signed: bool) -> type:
+    """The narrowest numpy integer type holding ``bits``-bit codes."""
+    if signed:
+        return np.int8 if bits <= 8 else np.int16
+    return np.uint8 if bits <= 8 else np.uint16
 
 
 def _split_arrays(card: ModelCard, path: Path, x: np.ndarray, target: np.ndarray,

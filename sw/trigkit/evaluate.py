@@ -799,23 +799,25 @@ def permutation_importance(card, model, test, b: int, plots_dir, seed: int = 0) 
 
 def efficiency_vs_pt(card, test, probs: np.ndarray, b: int, plots_dir,
                      edges: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)) -> dict:
-    """Signal efficiency at the card's fake rate in pT bins (cut set per bin on background)."""
+    """Signal efficiency at the card's fake rate in pT bins (cut set per bin on background):
+    ``{"lo-hi GeV": efficiency}``, NaN where a bin has too few events."""
     from .plots import plot_curves
 
     pt = test.truth("pt")
     y = test.target
     score = 1.0 - probs[:, b]
-    out = {"pt_lo": list(edges[:-1]), "pt_hi": list(edges[1:]), "eff": []}
+    out = {}
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (pt >= lo) & (pt < hi)
         sig, bkg = sel & (y != b), sel & (y == b)
-        if sig.sum() < 5 or bkg.sum() < 20:
-            out["eff"].append(float("nan"))
-            continue
-        cut = cut_at_fake_rate(score[bkg], card.evaluation.fake_rate)
-        out["eff"].append(float(np.mean(score[sig] >= cut)))
+        eff = float("nan")
+        if sig.sum() >= 5 and bkg.sum() >= 20:
+            cut = cut_at_fake_rate(score[bkg], card.evaluation.fake_rate)
+            eff = float(np.mean(score[sig] >= cut))
+        out[f"{lo:g}-{hi:g} GeV"] = eff
     centres = 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
-    plot_curves({card.name: (centres, np.asarray(out["eff"]))}, plots_dir / "eff_vs_pt.png",
+    plot_curves({card.name: (centres, np.asarray(list(out.values())))},
+                plots_dir / "eff_vs_pt.png",
                 "pT [GeV]", f"efficiency at {100 * card.evaluation.fake_rate:g} % fake rate",
                 title=card.name)
     return out

@@ -85,22 +85,29 @@ def _torch_input_shape(card: ModelCard) -> tuple[int, ...]:
     return tuple(to_input(np.zeros((1, *card.data.input_shape), np.float32), card).shape[1:])
 
 
-def edge_case_codes(shape: tuple[int, ...], bits: int, seed: int = 0) -> np.ndarray:
-    """Inputs of ``bits``-bit codes at the corners of the range: all zero, all at the maximum,
-    one element at the maximum in each corner, alternating 0/max, and uniform random codes."""
-    top = (1 << bits) - 1
-    dtype = np.uint8 if bits <= 8 else np.uint16
-    imgs = [np.zeros(shape, dtype), np.full(shape, top, dtype)]
+def edge_case_codes(shape: tuple[int, ...], bits: int, seed: int = 0,
+                    signed: bool = False) -> np.ndarray:
+    """Inputs of ``bits``-bit codes at the corners of the range: all zero, all at the minimum
+    and at the maximum, one element at each extreme in each corner, alternating min/max, and
+    uniform random codes."""
+    from .card import code_range
+    from .data import code_dtype
+
+    lo, hi = code_range(bits, signed)
+    dtype = code_dtype(bits, signed)
+    extremes = [v for v in dict.fromkeys((hi, lo)) if v != 0]
+    imgs = [np.zeros(shape, dtype)] + [np.full(shape, v, dtype) for v in extremes]
     flat_n = int(np.prod(shape))
-    for pos in (0, flat_n // 2, flat_n - 1):
-        img = np.zeros(flat_n, dtype)
-        img[pos] = top
-        imgs.append(img.reshape(shape))
-    alt = (np.arange(flat_n) % 2 * top).astype(dtype).reshape(shape)
-    imgs += [alt, (top - alt).astype(dtype)]
+    for v in extremes:
+        for pos in (0, flat_n // 2, flat_n - 1):
+            img = np.zeros(flat_n, dtype)
+            img[pos] = v
+            imgs.append(img.reshape(shape))
+    alt = np.where(np.arange(flat_n) % 2 == 1, hi, lo).astype(dtype).reshape(shape)
+    imgs += [alt, np.where(alt == hi, lo, hi).astype(dtype)]
     rng = np.random.default_rng(seed)
     for _ in range(8):
-        imgs.append(rng.integers(0, top + 1, size=shape).astype(dtype))
+        imgs.append(rng.integers(lo, hi + 1, size=shape).astype(dtype))
     return np.stack(imgs)
 
 
@@ -136,7 +143,8 @@ def make_vectors(card: ModelCard, n_events: int, seed: int) -> np.ndarray:
         from .data import load_splits
 
         test = load_splits(card)["test"].images()[:n_events]
-        edges = edge_case_codes(tuple(card.data.input_shape), card.input_bits, seed)
+        edges = edge_case_codes(tuple(card.data.input_shape), card.input_bits, seed,
+                                card.input_signed)
         return np.concatenate([test.astype(edges.dtype), edges])
     from .data import sim_config_for
     from .simulate import simulate

@@ -16,8 +16,9 @@ from torch import nn
 from .card import ModelCard
 
 
-def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1):
-    from brevitas.quant.base import PerTensorConstScaling2bit, UintQuant
+def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1,
+                         input_signed: bool = False):
+    from brevitas.quant.base import IntQuant, PerTensorConstScaling2bit, UintQuant
     from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
     from brevitas.quant.solver import ActQuantSolver
     from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
@@ -41,12 +42,20 @@ def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1
 
         scaling_const = weight_scale
 
+    class SignedInputQuant(IntQuant, PerTensorConstScaling2bit, ActQuantSolver):
+        """Signed integer input codes (standardised table features) on a scale-1 grid."""
+
+        bit_width = input_bits
+        scaling_const = float((1 << (input_bits - 1)) - 1)
+        max_val = float((1 << (input_bits - 1)) - 1)
+        min_val = -float(1 << (input_bits - 1))
+
     class ActQuant(Uint8ActPerTensorFixedPoint):
         """Unsigned activations, power-of-two scale learned from statistics."""
 
         bit_width = act_bits
 
-    return BinaryInputQuant, TernaryWeightQuant, ActQuant
+    return (SignedInputQuant if input_signed else BinaryInputQuant), TernaryWeightQuant, ActQuant
 
 
 class _Layers:
@@ -57,7 +66,8 @@ class _Layers:
         self.quant = card.quant.is_quantised
         if self.quant:
             self.input_q, self.weight_q, self.act_q = _brevitas_quantisers(
-                card.quant.weight_scale, card.quant.act_bits, card.input_bits)
+                card.quant.weight_scale, card.quant.act_bits, card.input_bits,
+                card.input_signed)
 
     def input(self) -> nn.Module:
         if not self.quant:

@@ -117,16 +117,22 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
                   "| this model | - | " + " | ".join(_fmt(metrics.get(k)) for k in keys) + " |"]
         for name, v in variants.items():
             m = v.get("metrics", {})
-            changes = ", ".join(f"{k}: {val}" for k, val in v.get("overrides", {}).items())
+            changes = ", ".join(f"{k}: {_short(val)}" for k, val in v.get("overrides", {}).items())
             lines.append(f"| {name} | {changes} | "
                          + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
         lines.append("")
+        if "eff_vs_pt" in metrics:
+            rows = {"this model": metrics["eff_vs_pt"]} | {
+                name: v["metrics"]["eff_vs_pt"] for name, v in variants.items()
+                if "eff_vs_pt" in v.get("metrics", {})}
+            lines += ["Efficiency at the fake-rate point versus pT, model and variants:", "",
+                      *_study_table(rows), ""]
     for key, title in (("auc_vs_s_over_sqrt_b", "AUC versus S/sqrt(B)"),
                        ("tagging", "Multi-class tagging (highest class above 2/N)"),
                        ("permutation_importance", "Permutation importance (AUC loss)"),
                        ("eff_vs_pt", "Efficiency at the fake-rate point versus pT")):
         if key in metrics:
-            lines += [f"## {title}", "", "```", _dump(metrics[key]), "```", ""]
+            lines += [f"## {title}", "", *_study_table(metrics[key]), ""]
     gan = {k: v for k, v in metrics.items() if isinstance(v, dict) and k not in (
         "per_class", "auc_vs_s_over_sqrt_b", "tagging", "permutation_importance", "eff_vs_pt")}
     if gan:
@@ -140,6 +146,29 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
                                  f"{_fmt(baseline.get(q, {}).get(stat))} |")
         lines.append("")
     return lines
+
+
+def _short(value: Any) -> str:
+    """A card value for a table cell: long lists as their length."""
+    if isinstance(value, list | tuple) and len(value) > 4:
+        return f"[{len(value)} entries]"
+    return str(value)
+
+
+def _study_table(obj: Any) -> list[str]:
+    """A study result as a Markdown table: {row: {column: value}} as a matrix, {key: value} as
+    two columns; anything else as indented JSON."""
+    scalar = (int, float, str, type(None))
+    if isinstance(obj, dict) and obj and all(isinstance(v, scalar) for v in obj.values()):
+        return ["| | value |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in obj.items())]
+    if isinstance(obj, dict) and obj and all(
+            isinstance(v, dict) and all(isinstance(x, scalar) for x in v.values())
+            for v in obj.values()):
+        cols = list(dict.fromkeys(c for v in obj.values() for c in v))
+        return ["| | " + " | ".join(map(str, cols)) + " |", "|---|" + "---|" * len(cols),
+                *(f"| {k} | " + " | ".join(_fmt(v.get(c)) for c in cols) + " |"
+                  for k, v in obj.items())]
+    return ["```", _dump(obj), "```"]
 
 
 def _dump(obj: Any) -> str:

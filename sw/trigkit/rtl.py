@@ -8,7 +8,8 @@ computes the reference's integers bit for bit:
 =========  ===================================================================================
 op         traced as
 =========  ===================================================================================
-input      one unsigned ``input_bits``-bit integer per pixel (hit images: 1 bit, values 0/1)
+input      one ``input_bits``-bit integer per element: unsigned for images (hit images: 1 bit,
+           values 0/1), two's complement for signed table codes
 Quant      ``s = x * 2**-shift`` (free), clip ``s`` to ``[lo, hi]`` with max/min against
            constants (no logic where the proven range already fits), round half to even (see
            below); clipping first is exact (rounding is monotone and keeps integers) and keeps
@@ -229,23 +230,25 @@ def _conv(op, x, w):
     return _matmul_const(op, cols, wmat).reshape(ho, wo, cout)
 
 
-def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None):
+def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None,
+                input_signed: bool = False):
     """Trace ``graph`` with da4ml; returns ``(comb, out_exp)``.
 
     ``comb`` is da4ml's ``CombLogic``: ``comb.predict(x)`` on inputs flattened in the graph's
     input layout (without the batch axis, C order) gives the reference's integers, and
-    ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit unsigned integers
-    (exponent 0): 1 bit for hit images, the narrowest exact format for values 0/1.
+    ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit integers
+    (exponent 0), unsigned (1 bit for hit images, the narrowest exact format for values 0/1) or
+    two's complement with ``input_signed``.
     """
     from da4ml.trace import FixedVariableArrayInput, comb_trace
 
-    if input_bits < 1:
-        raise TrigkitError(f"input_bits must be >= 1, got {input_bits}")
+    if input_bits < 1 + int(input_signed):
+        raise TrigkitError(f"input_bits must be >= {1 + int(input_signed)}, got {input_bits}")
     shape = tuple(int(d) for d in graph.input_shape[1:])
     if not shape or any(d < 1 for d in shape):
         raise TrigkitError(f"graph input shape {list(graph.input_shape)} has no fixed size")
     inp = FixedVariableArrayInput(shape, solver_options=solver_options)
-    x = inp.quantize(k=0, i=input_bits, f=0)
+    x = inp.quantize(k=int(input_signed), i=input_bits - int(input_signed), f=0)
     env: dict[str, tuple[Any, int]] = {graph.input_name: (x, 0)}
     for op in graph.ops:
         missing = [i for i in op.inputs[:1] if i not in env]
@@ -299,17 +302,26 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
 
 
 # -- bit layouts of trigkit_top ------------------------------------------------------------------
-def pack_inputs(x: np.ndarray, bits: int) -> list[int]:
-    """Flattened unsigned inputs (N, n_in) -> one ``in_data`` integer per event: element ``p``
-    at bits ``[p*bits, (p+1)*bits)``."""
+def pack_inputs(x: np.ndarray, bits: int, signed: bool = False) -> list[int]:
+    """Flattened inputs (N, n_in) -> one ``in_data`` integer per event: element ``p`` at bits
+    ``[p*bits, (p+1)*bits)``, two's complement when ``signed``."""
     x = np.asarray(x).reshape(len(x), -1).astype(np.int64)
-    if x.size and (x.min() < 0 or x.max() >= 1 << bits):
-        raise TrigkitError(f"inputs outside the {bits}-bit unsigned range [0, {(1 << bits) - 1}]"
-                           f": the RTL input is {bits} bit(s) per element")
+    _check_input_range(x, bits, signed, "the RTL input")
+    x = x & ((1 << bits) - 1)
     shifts = np.arange(bits, dtype=np.int64)
     planes = ((x[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(len(x), -1)
     packed = np.packbits(planes, axis=1, bitorder="little")
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+def _check_input_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
+    from .card import code_range
+
+    lo, hi = code_range(bits, signed)
+    if x.size and (x.min() < lo or x.max() > hi):
+        kind = "signed" if signed else "unsigned"
+        raise TrigkitError(f"inputs in [{x.min()}, {x.max()}] lie outside the {bits}-bit {kind} "
+                           f"range [{lo}, {hi}] of {what}")
 
 
 def unpack_outputs(words: list[int], layout: dict) -> np.ndarray:
@@ -393,13 +405,12 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 
 def count_trace_mismatches(comb, ref: ReferenceModel, vectors_path: Path,
-                           input_bits: int = 1) -> tuple[int, int]:
+                           input_bits: int = 1, input_signed: bool = False) -> tuple[int, int]:
     """(mismatching vectors, vectors) of ``comb.predict`` against vectors.npz's ``y_int``."""
     v = np.load(vectors_path)
     x = ref.to_graph_layout(v["x"]).reshape(len(v["x"]), -1)
-    if x.size and (x.min() < 0 or x.max() >= 1 << input_bits):
-        raise TrigkitError(f"{vectors_path}: inputs outside [0, {(1 << input_bits) - 1}] do not "
-                           f"fit the {input_bits}-bit RTL input")
+    _check_input_range(x.astype(np.int64), input_bits, input_signed,
+                       f"the RTL input ({vectors_path})")
     y = comb.predict(x.astype(np.float64))
     y_int = v["y_int"].reshape(len(y), -1)
     if y.shape != y_int.shape:
@@ -411,7 +422,8 @@ def count_trace_mismatches(comb, ref: ReferenceModel, vectors_path: Path,
 def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = None,
               clock_ns: float = 3.125, latency_cutoff_ns: float = 100.0, *,
               vectors_path: str | Path | None = None, input_bits: int = 1,
-              stage_delay: float | None = None, solver_options: dict | None = None) -> dict:
+              input_signed: bool = False, stage_delay: float | None = None,
+              solver_options: dict | None = None) -> dict:
     """Trace ``onnx_path`` and write pipelined Verilog + ``rtl.json`` to ``out_dir``.
 
     ``out_dir`` defaults to ``hw/<name>`` (it is replaced). The pipeline is cut into stages of at
@@ -434,12 +446,14 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ref = ReferenceModel(onnx_path)
-    comb, out_exp = trace_graph(ref.graph, input_bits=input_bits, solver_options=solver_options)
+    comb, out_exp = trace_graph(ref.graph, input_bits=input_bits, solver_options=solver_options,
+                                input_signed=input_signed)
     timings["trace"] = time.perf_counter() - t0
     mismatches = n_vectors = None
     if vectors_path is not None:
         t0 = time.perf_counter()
-        mismatches, n_vectors = count_trace_mismatches(comb, ref, Path(vectors_path), input_bits)
+        mismatches, n_vectors = count_trace_mismatches(comb, ref, Path(vectors_path), input_bits,
+                                                      input_signed)
         timings["trace_check"] = time.perf_counter() - t0
         if mismatches:
             raise TrigkitError(f"{name}: the traced logic differs from the reference on "
@@ -447,9 +461,9 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
                                "written")
     lin, lout = _io_layout(comb)
     n_in, n_out = comb.shape
-    if lin["f"] != 0 or lin["k"] or lin["i"] != input_bits:
+    if lin["f"] != 0 or lin["k"] != int(input_signed) or lin["bits"] != input_bits:
         raise TrigkitError(f"{name}: unexpected input format {lin} (expected {input_bits}-bit "
-                           "unsigned integers)")
+                           f"{'signed' if input_signed else 'unsigned'} integers)")
     if lout["bits"] < 1 or lout["f"] > 0:
         raise TrigkitError(f"{name}: outputs are constant or not integers ({lout}); nothing to "
                            "build")
@@ -491,7 +505,8 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
         "cost_lut_estimate": float(comb.cost),
         "reg_bits": int(model._pipe.reg_bits),
         "input": {
-            "n": n_in, "shape": shape, "element_bits": lin["bits"], "signed": False, "exp": 0,
+            "n": n_in, "shape": shape, "element_bits": lin["bits"],
+            "signed": bool(input_signed), "exp": 0,
             "packing": "graph input without the batch axis (NHWC: eta, strip, channel), "
                        "flattened in C order; element p at in_data[p*element_bits +: "
                        "element_bits]; for an image x (9, W) element p = row*W + strip",
@@ -533,7 +548,7 @@ def run_rtl(card, build_dir: str | Path | None = None, hw_dir: str | Path | None
                            f"(trigkit export --model {card.name})")
     return write_rtl(card.name, onnx_path, hw_dir, clock_ns=card.hardware.clock_ns,
                      latency_cutoff_ns=card.hardware.latency_cutoff_ns,
-                     input_bits=card.input_bits)
+                     input_bits=card.input_bits, input_signed=card.input_signed)
 
 
 def check_with_emulator(name: str, onnx_path: str | Path, vectors_path: str | Path,
