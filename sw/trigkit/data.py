@@ -134,15 +134,21 @@ def dataset_file(card: ModelCard, cache_dir: Path = DATA_CACHE, progress: bool =
     return path
 
 
-def split_indices(n_events: int, fractions: tuple[float, ...], seed: int) -> dict[str, np.ndarray]:
-    """Sorted event indices of each split, assigned by blocks of ``BLOCK`` events."""
-    n_blocks = -(-n_events // BLOCK)
+def split_indices(n_events: int, fractions: tuple[float, ...], seed: int,
+                  block: int = BLOCK) -> dict[str, np.ndarray]:
+    """Sorted event indices of each split, assigned by blocks of ``block`` events.
+
+    Blocks keep HDF5 reads contiguous when hit images are streamed; in-memory formats use
+    ``block=1`` (row by row), as their files are often concatenations of one process after
+    another, which blocks would share out unevenly among the splits.
+    """
+    n_blocks = -(-n_events // block)
     order = np.random.default_rng(seed).permutation(n_blocks)
     bounds = np.round(np.cumsum((0.0, *fractions)) * n_blocks).astype(int)
     out = {}
     for name, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
         blocks = np.sort(order[lo:hi])
-        idx = (blocks[:, None] * BLOCK + np.arange(BLOCK)[None, :]).ravel()
+        idx = (blocks[:, None] * block + np.arange(block)[None, :]).ravel()
         out[name] = idx[idx < n_events]
     return out
 
@@ -341,7 +347,7 @@ def code_dtype(bits: int, signed: bool) -> type:
 
 def _split_arrays(card: ModelCard, path: Path, x: np.ndarray, target: np.ndarray,
                   usable: np.ndarray, extra: dict[str, np.ndarray]) -> dict[str, Split]:
-    parts = split_indices(len(x), card.data.split, card.data.split_seed)
+    parts = split_indices(len(x), card.data.split, card.data.split_seed, block=1)
     out = {}
     for name, idx in parts.items():
         idx = idx[usable[idx]]
@@ -397,7 +403,7 @@ def _load_table(card: ModelCard, path: Path) -> dict[str, Split]:
     x = table.features.astype(np.float64)
     _check_shape(card, x.shape[1:], path)
     if d.standardise:
-        train_idx = split_indices(len(x), d.split, d.split_seed)["train"]
+        train_idx = split_indices(len(x), d.split, d.split_seed, block=1)["train"]
         train_idx = train_idx[usable[train_idx]]
         mean = np.nanmean(x[train_idx], axis=0)
         std = np.nanstd(x[train_idx], axis=0)
@@ -423,7 +429,7 @@ def _load_histograms(card: ModelCard, path: Path) -> dict[str, Split]:
     d, h = card.data, card.data.hist
     table = read_table(path, ("jet_pt", "jet_eta"), "label")
     names = list(table.label_names) or _h5_label_names(path)
-    events = split_indices(len(table.features), d.split, d.split_seed)
+    events = split_indices(len(table.features), d.split, d.split_seed, block=1)
     signals = list(h.signals) or [n for n in names if n != names[0]]
     unknown = [s for s in signals if s not in names]
     if unknown:
