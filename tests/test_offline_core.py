@@ -169,3 +169,41 @@ def test_jet_image_file_trains_classifier_and_anomaly_with_disco(workdir):
     m = out["metrics"]
     assert 0.0 <= m["auc"] <= 1.0 and m["inv_jsd_at_50pct_bkg_eff"] > 0
     assert (workdir / "build" / "tiny_ae" / "plots" / "sculpting.png").is_file()
+
+
+def test_train_on_a_table_given_on_the_command_line(workdir):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    for name, shift in (("mine.csv", 1.0), ("other.csv", 0.5)):
+        y = rng.integers(0, 2, 3000)
+        a = rng.normal(0, 1, 3000) + shift * y
+        rows = [f"{v:.4f},{'s' if k else 'b'}" for v, k in zip(a, y, strict=True)]
+        (workdir / name).write_text("a,label\n" + "\n".join(rows) + "\n")
+    _write(workdir, {"name": "tab", "task": "classification",
+                     "data": {"source": "mine.csv", "features": ["a"], "input_shape": [1],
+                              "classes": ["b", "s"]},
+                     "architecture": {"kind": "mlp", "dense": [4]},
+                     "training": {"epochs": 4, "threads": 1, "batch_size": 64, "lr": 0.02},
+                     "evaluation": {"background": "b"}})
+    exe = str(Path(sys.executable).with_name("trigkit"))
+
+    def run(*args):
+        return subprocess.run([exe, "train", "--model", "tab", "--no-progress", *args],
+                              cwd=workdir, capture_output=True, text=True)
+
+    res = run("--data", "other.csv")
+    assert res.returncode == 0, res.stderr
+    derived = load_card("tab_other")
+    assert derived.data.source == "other.csv" and derived.data.features == ("a",)
+    report = json.loads((workdir / "build" / "tab_other" / "report.json").read_text())
+    assert 0.5 < report["metrics"]["auc"] < 0.8  # shift 0.5: AUC about 0.64
+    assert run("--data", "other.csv").returncode == 0  # the same card again is fine
+    card_file = workdir / "models" / "tab_other.yaml"
+    card_file.write_text(card_file.read_text().replace("dense:\n  - 4", "dense:\n  - 8"))
+    res = run("--data", "other.csv")
+    assert res.returncode != 0 and "exists and differs" in res.stderr
+    assert "- 8" in card_file.read_text()  # the user's edit is kept
+    res = run("--data", "missing.csv")
+    assert res.returncode != 0 and "--data missing.csv not found" in res.stderr

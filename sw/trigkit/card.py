@@ -430,13 +430,16 @@ class ModelCard:
         """(lowest, highest) input code."""
         return code_range(self.input_bits, self.input_signed)
 
-    def with_overrides(self, name: str, overrides: dict[str, Any]) -> ModelCard:
-        """A sibling card (e.g. an evaluation variant) with ``section.key: value`` overrides."""
+    def with_overrides(self, name: str, overrides: dict[str, Any],
+                       keep_variants: bool = False) -> ModelCard:
+        """A sibling card (e.g. an evaluation variant, without variants of its own unless
+        ``keep_variants``) with ``section.key: value`` overrides."""
         from .config import apply_overrides
 
         data = self.to_dict()
         data["name"] = name
-        data["evaluation"]["variants"] = {}
+        if not keep_variants:
+            data["evaluation"]["variants"] = {}
         data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
         return from_dict(ModelCard, data)
 

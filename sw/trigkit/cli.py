@@ -361,6 +361,12 @@ def train(
     evaluate: Annotated[
         bool, typer.Option(help="Evaluate and write the report afterwards.")
     ] = True,
+    data: Annotated[
+        Path | None, typer.Option(help="Train on this data file (CSV, Parquet or HDF5 table; "
+                                  "jet-image HDF5/npz) instead of the card's data.source: the "
+                                  "card is copied to models/NAME_STEM.yaml with that source, "
+                                  "and every later stage takes --model NAME_STEM.")
+    ] = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Train a model from its card (resuming from build/NAME/last.pt), then evaluate it.
@@ -374,6 +380,8 @@ def train(
     from .train import Trainer, model_dir
 
     card = load_card(model)
+    if data is not None:
+        card = card_for_data(card, data)
     if epochs is not None and epochs < 1:
         raise TrigkitError(f"--epochs = {epochs} must be at least 1")
     splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
@@ -401,6 +409,33 @@ def train(
 
             train_variants(card, progress)
             write_markdown(out, card.description)
+
+
+def card_for_data(card, data: Path, models_dir: Path | None = None):
+    """``card`` with ``data.source`` = ``data``, saved as models/NAME_STEM.yaml (refusing to
+    replace a different card of that name)."""
+    import re
+
+    import yaml
+
+    from .card import MODELS_DIR, load_card
+    from .io import write_text_atomic
+
+    if not data.is_file():
+        raise TrigkitError(f"--data {data} not found; give a CSV, Parquet or HDF5 file")
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", data.stem).strip("_") or "data"
+    name = f"{card.name}_{stem}"
+    derived = card.with_overrides(name, {"data.source": str(data)}, keep_variants=True)
+    path = (models_dir or MODELS_DIR) / f"{name}.yaml"
+    if path.is_file():
+        if load_card(path).to_dict() != derived.to_dict():
+            raise TrigkitError(f"{path} exists and differs from {card.name} trained on {data}; "
+                               f"train it with --model {name}, or move it away")
+    else:
+        write_text_atomic(path, yaml.safe_dump(derived.to_dict(), sort_keys=False))
+        typer.echo(f"{card.name} on {data}: wrote the card {path}; later stages take "
+                   f"--model {name}")
+    return derived
 
 
 def _echo_metrics(name: str, result: dict) -> None:
