@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 MODEL ?=
+# DATA=file trains MODEL on that table/image file instead of its card's source (train only).
+DATA ?=
 BUILD := build
 TRIGKIT := $(BIN)/trigkit
 # Default models, teachers before their students.
@@ -44,7 +46,7 @@ baseline: $(STAMP)
 
 # Train (resuming from checkpoints), evaluate against the standard algorithm, write reports.
 train: $(STAMP)
-	$(call each_model,train,$(SELECTED))
+	$(call each_model,train,$(SELECTED),$(if $(DATA),--data $(DATA)))
 
 # QONNX, integer reference, test vectors and the hls4ml C simulation, all checked bit-exact.
 export: $(STAMP)

@@ -160,3 +160,27 @@ def test_auc_depends_on_s_over_sqrt_b_not_on_b():
     for z in (1.0, 3.0):
         vals = [aucs[r, z] for r in (250, 1000, 4000)]
         assert max(vals) - min(vals) < 0.08, aucs
+
+
+def test_poisson_significance_direct_and_calibrated():
+    from trigkit.histograms import background_shape, poisson_significance
+
+    h = np.array([[[3.0, 1.0], [0.0, 6.0]]])
+    p = np.array([[0.25, 0.25], [0.0, 0.5]])
+    z = poisson_significance(h, p)
+    mu = 10 * p
+    expected = (h[0] - mu) / np.sqrt(np.maximum(mu, 1.0))
+    np.testing.assert_allclose(z[0], expected, rtol=1e-6)
+    # background-only histograms drawn from the shape: about N(0, 1) in every populated bin
+    rng = np.random.default_rng(0)
+    pt = rng.uniform(200, 1200, 200_000)
+    eta = rng.uniform(-2.4, 2.4, 200_000)
+    shape = background_shape({"pt": pt, "eta": eta})
+    assert shape.sum() == pytest.approx(1.0)
+    counts = rng.multinomial(4000, shape.ravel(), size=3000).reshape(3000, *shape.shape)
+    z = poisson_significance(counts, shape)
+    populated = shape * 4000 > 20
+    assert abs(z[:, populated].mean()) < 0.02
+    assert z[:, populated].std() == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(Exception, match="do not match the background shape"):
+        poisson_significance(counts[:, :3], shape)

@@ -296,7 +296,7 @@ def _with_generated(card, train, progress: bool):
                  extra, train.context)
 
 
-def train_variants(card, progress: bool) -> dict:
+def train_variants(card, progress: bool, fresh: bool = False) -> dict:
     """Train and evaluate the card's ``evaluation.variants`` on the same events, into
     build/NAME/variants/VARIANT/; their metrics go into report.json ``variants``."""
     from .data import load_splits
@@ -313,7 +313,7 @@ def train_variants(card, progress: bool) -> dict:
         if vcard.evaluation.generated_from:
             splits["train"] = _with_generated(vcard, splits["train"], progress)
         t0 = time.perf_counter()
-        fit = Trainer(vcard, out_dir=vdir, progress=progress, splits=splits).fit()
+        fit = Trainer(vcard, out_dir=vdir, progress=progress, splits=splits).fit(fresh=fresh)
         model = load_trained_model(vcard, out_dir=vdir)
         res = evaluate_model(vcard, model, splits, vdir, progress=progress)
         results[vname] = {"overrides": overrides, "metrics": res["metrics"],
@@ -407,7 +407,7 @@ def train(
         if card.evaluation.variants:
             from .report import write_markdown
 
-            train_variants(card, progress)
+            train_variants(card, progress, fresh)
             write_markdown(out, card.description)
 
 

@@ -442,15 +442,19 @@ def _load_histograms(card: ModelCard, path: Path) -> dict[str, Split]:
                 else "two: the background and a name for background + signal")
         raise TrigkitError(f"{card.name}: data.classes {list(card.data.classes)} do not fit "
                            f"data.hist.mode {h.mode}; it needs {what}, e.g. {expected}")
-    out = {}
+    from .histograms import background_shape
+
+    out, shape = {}, None
     for k, (name, idx) in enumerate(events.items()):
         pools = event_pools(table.features[idx], table.label[idx], names, signals)
+        if shape is None:  # the expected background shape: from the training split only
+            shape = background_shape(pools[names[0]])
         n_sets = max(10, round(h.sets * d.split[k] / d.split[0]))
-        x, y = histogram_sets(card, pools, h.r, h.s_over_sqrt_b, n_sets,
-                              seed=d.seed * 1000 + k)
+        x, y, counts = histogram_sets(card, pools, h.r, h.s_over_sqrt_b, n_sets,
+                                      seed=d.seed * 1000 + k, shape=shape)
         _check_shape(card, x.shape[1:], path)
-        out[name] = Split(name, path, np.arange(len(x)), y, x, {},
-                          {"pools": pools, "signals": signals})
+        out[name] = Split(name, path, np.arange(len(x)), y, x, {"counts": counts},
+                          {"pools": pools, "signals": signals, "background_shape": shape})
     return out
 
 
@@ -465,11 +469,17 @@ def event_pools(features: np.ndarray, label: np.ndarray, names: list[str],
 
 
 def histogram_sets(card: ModelCard, pools: dict, r: int, s_over_sqrt_b: float, n_sets: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised pseudo-experiment histograms and their labels for the card's hist mode."""
+                   seed: int, shape: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pseudo-experiment histograms for the card's hist mode: (network inputs, labels, counts).
+
+    The inputs are per-bin Poisson significances against the background ``shape`` (default:
+    the pools' own background; the loaders pass the training split's, so no split sees another
+    split's events); the raw counts serve the cut-based baselines."""
     from .histograms import (
         HistBinning,
-        normalise_histograms,
+        background_shape,
+        poisson_significance,
         pseudo_experiments,
         pseudo_experiments_multiclass,
     )
@@ -490,7 +500,9 @@ def histogram_sets(card: ModelCard, pools: dict, r: int, s_over_sqrt_b: float, n
             xs.append(x_k)
             ys.append(y_k)
         x, y = np.concatenate(xs), np.concatenate(ys)
-    return normalise_histograms(x, r).astype(np.float32), np.asarray(y, np.int64)
+    if shape is None:
+        shape = background_shape(background, binning)
+    return poisson_significance(x, shape), np.asarray(y, np.int64), x
 
 
 def augmenter(card: ModelCard) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:

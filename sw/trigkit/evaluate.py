@@ -633,7 +633,7 @@ def baseline_observables(card, split) -> dict[str, np.ndarray]:
     if fmt == "table":
         return {name: x[:, i].astype(np.float64) for i, name in enumerate(card.data.features)}
     if fmt == "histograms":
-        h = x.astype(np.float64)
+        h = split.truth("counts").astype(np.float64)
         from .histograms import HistBinning
 
         edges = np.asarray(HistBinning().pt_edges, float)
@@ -755,7 +755,8 @@ def histogram_scan(card, model, splits, plots_dir) -> dict:
         aucs = []
         for z in h.scan_s_over_sqrt_b:
             try:
-                x, y = histogram_sets(card, pools, r, z, n_sets, seed=7919 + r)
+                x, y, _ = histogram_sets(card, pools, r, z, n_sets, seed=7919 + r,
+                                         shape=splits["test"].context["background_shape"])
             except Exception as err:  # noqa: BLE001 - too few test events for this r
                 scan[f"r={r}"] = f"skipped: {err}"
                 aucs = []

@@ -245,3 +245,31 @@ def normalise_histograms(h: np.ndarray, r: int | None = None) -> np.ndarray:
     axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
     tot = x.sum(axis=axes, keepdims=True) if axes else x.sum()
     return np.divide(x, tot, out=np.zeros_like(x), where=tot > 0).astype(np.float32)
+
+
+def background_shape(background: dict[str, np.ndarray],
+                     binning: HistBinning | None = None) -> np.ndarray:
+    """Bin probabilities (n_pt, n_eta) of a background pool (the expected shape, unit sum)."""
+    b = binning or HistBinning()
+    h = histogram_events(background["pt"], background["eta"], b).astype(np.float64)
+    if h.sum() <= 0:
+        raise TrigkitError("background pool has no events inside the eta range; cannot "
+                           "build its expected shape")
+    return h / h.sum()
+
+
+def poisson_significance(h: np.ndarray, shape: np.ndarray, min_expected: float = 1.0
+                         ) -> np.ndarray:
+    """Per-bin deviation from the background expectation in Poisson standard deviations,
+    ``(n - mu) / sqrt(mu)`` with ``mu = N * shape`` for a histogram of N entries (``mu`` floored
+    at ``min_expected`` so empty tails stay finite). At fixed S/sqrt(B) the inputs have the same
+    distribution for every background size r (in the Gaussian regime), so one network serves
+    all r. Returns float32 of h's shape."""
+    x = np.asarray(h, dtype=np.float64)
+    p = np.asarray(shape, dtype=np.float64)
+    if x.shape[1:] != p.shape:
+        raise TrigkitError(f"histograms of shape {list(x.shape[1:])} do not match the "
+                           f"background shape {list(p.shape)}")
+    total = x.reshape(len(x), -1).sum(axis=1).reshape(-1, *([1] * p.ndim))
+    mu = np.maximum(total * p[None], min_expected)
+    return ((x - total * p[None]) / np.sqrt(mu)).astype(np.float32)

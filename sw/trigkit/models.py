@@ -126,9 +126,12 @@ def _conv_output_shape(shape: tuple[int, int], kernel, pool, padding: str = "val
 
 class ConvAutoencoder(nn.Module):
     """Convolutional autoencoder for (C, H, W) images: conv + max-pool encoder, a dense
-    bottleneck, and a mirrored decoder (upsample + conv) ending in ReLU (pixels are >= 0).
+    bottleneck, and a mirrored decoder (upsample + conv, leaky ReLU between, linear output).
 
-    The anomaly score of an image is its mean squared reconstruction error.
+    Each image is divided by its brightest pixel first (:meth:`target`), so the network works
+    on values in [0, 1] whatever the image units (GeV or unit-sum normalised, where pixels of
+    1e-4 let the output ReLU die); it reconstructs that scaled image. The anomaly score is the
+    mean squared reconstruction error of the scaled image.
     """
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], latent_dim: int):
@@ -148,18 +151,30 @@ class ConvAutoencoder(nn.Module):
         dec: list[nn.Module] = []
         outs = [*reversed(channels[:-1]), c]
         for c_out, size in zip(outs, reversed(sizes), strict=True):
-            dec += [nn.Upsample(size=size), nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            dec += [nn.Upsample(size=size), nn.Conv2d(c_in, c_out, 3, padding=1),
+                    nn.LeakyReLU(0.01)]
             c_in = c_out
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = nn.Sequential(*dec[:-1])  # linear output: it cannot die on sparse images
+
+    @staticmethod
+    def target(x: torch.Tensor) -> torch.Tensor:
+        """The image the network reconstructs: ``x`` divided by its brightest pixel."""
+        peak = x.flatten(1).amax(1).clamp_min(1e-12)
+        return x / peak.view(-1, *([1] * (x.dim() - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.expand(self.encoder(x)).view(-1, *self.code_shape)
+        z = self.expand(self.encoder(self.target(x))).view(-1, *self.code_shape)
         return self.decoder(z)
+
+
+def reconstruction_target(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``model(x)`` reconstructs (the scaled image for ConvAutoencoder, else ``x``)."""
+    return model.target(x) if hasattr(model, "target") else x
 
 
 def anomaly_score(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-event mean squared reconstruction error (the autoencoder's anomaly score)."""
-    return ((model(x) - x) ** 2).flatten(1).mean(1)
+    return ((model(x) - reconstruction_target(model, x)) ** 2).flatten(1).mean(1)
 
 
 def _image_shape(card: ModelCard) -> tuple[int, int, int]:

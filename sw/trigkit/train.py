@@ -27,6 +27,7 @@ from .io import atomic_path, write_json_atomic
 from .models import (
     anomaly_score,
     build_model,
+    reconstruction_target,
     restore_runtime_quant_state,
     runtime_quant_state,
     to_input,
@@ -233,10 +234,12 @@ class Trainer:
             return torch.as_tensor(y, dtype=torch.long)
         return torch.as_tensor(y, dtype=torch.float32) / self.card.data.target_scale
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor, x_img: np.ndarray) -> torch.Tensor:
+    def _loss(self, out: torch.Tensor, y: torch.Tensor, x_img: np.ndarray,
+              model: nn.Module | None = None) -> torch.Tensor:
         kind = self._loss_kind()
-        if kind == "reconstruction":  # out is the reconstruction, the target the input itself
-            return ((out - to_input(x_img, self.card)) ** 2).mean()
+        if kind == "reconstruction":  # out is the reconstruction of the (scaled) input
+            return ((out - reconstruction_target(model, to_input(x_img, self.card))) ** 2
+                    ).mean()
         if kind == "cross_entropy":
             loss = nn.functional.cross_entropy(out, y)
         else:
@@ -273,7 +276,7 @@ class Trainer:
             for x, y in split.batches(1024):
                 out = model(to_input(x, self.card))
                 yt = self._targets(y)
-                total += float(self._loss(out, yt, x)) * len(y)
+                total += float(self._loss(out, yt, x, model)) * len(y)
                 n += len(y)
                 if self.card.task == "anomaly":
                     continue
