@@ -25,6 +25,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
+from trigkit.reference import graph_layout
 from trigkit.rtl import pack_inputs, unpack_outputs
 
 
@@ -41,6 +42,7 @@ class Bench:
         v = np.load(_setting("TRIGKIT_VECTORS"))
         x, self.y = v["x"], v["y_int"].reshape(len(v["x"]), -1)
         self.latency = int(self.info["latency_cycles"])
+        x = graph_layout(x, tuple(self.info["input"]["shape"]))  # rtl.json packing order
         self.packed = pack_inputs(x.reshape(len(x), -1), self.info["input"]["element_bits"],
                                   bool(self.info["input"].get("signed", False)))
         self.rng = random.Random(int(_setting("TRIGKIT_SEED", "1")))

@@ -74,3 +74,14 @@ def test_table_mlp_firmware_chain_is_bit_exact(tmp_path):
     assert rtl["input"]["signed"] is True and rtl["input"]["element_bits"] == 5
     synth = report["synth"]
     assert synth["lut"] > 0 and synth["dsp"] == 0 and synth["bram"] == 0
+
+
+def test_graph_layout_of_multichannel_images():
+    from trigkit.reference import graph_layout
+
+    x = np.arange(2 * 2 * 3 * 4).reshape(2, 2, 3, 4)  # (N, C, H, W)
+    y = graph_layout(x, (3, 4, 2))
+    assert y.shape == (2, 3, 4, 2) and y[1, 2, 3, 1] == x[1, 1, 2, 3]
+    assert graph_layout(x[:, 0], (3, 4, 1)).shape == (2, 3, 4, 1)
+    with pytest.raises(Exception, match="do not fit the model input"):
+        graph_layout(x, (4, 3, 2))

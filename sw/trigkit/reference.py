@@ -286,6 +286,23 @@ class IntegerGraph:
         return IntTensor(x @ w.ints.astype(dtype), t.exp + w.exp, bound)
 
 
+def graph_layout(images: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
+    """(N, *data shape) -> (N, *want), the channels-last graph input: a (H, W) image gains a
+    channel axis, a (C, H, W) one is transposed to (H, W, C); vectors pass unchanged."""
+    images = np.asarray(images)
+    want = tuple(int(d) for d in want)
+    if images.shape[1:] == want:
+        return images
+    if images.shape[1:] + (1,) == want:
+        return images[..., None]
+    if (1,) + images.shape[1:] == want:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[2:] + images.shape[1:2] == want:
+        return images.transpose(0, 2, 3, 1)
+    raise TrigkitError(f"images of shape {list(images.shape[1:])} do not fit the model "
+                       f"input {list(want)}")
+
+
 class ReferenceModel:
     """An exported model: ``predict`` runs the integer reference on hit images.
 
@@ -316,16 +333,7 @@ class ReferenceModel:
 
     def to_graph_layout(self, images: np.ndarray) -> np.ndarray:
         """(N, *image shape) as stored by the simulator -> (N, *graph input shape)."""
-        images = np.asarray(images)
-        want = self.input_shape
-        if images.shape[1:] == want:
-            return images
-        if images.shape[1:] + (1,) == want:
-            return images[..., None]
-        if (1,) + images.shape[1:] == want:
-            return images[:, None]
-        raise TrigkitError(f"images of shape {list(images.shape[1:])} do not fit the model "
-                           f"input {list(want)}")
+        return graph_layout(images, self.input_shape)
 
     def predict_int(self, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, int]:
         """Integer outputs and their power-of-two exponent (value = y_int * 2**exp)."""
