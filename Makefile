@@ -10,20 +10,20 @@ MODEL ?=
 DATA ?=
 BUILD := build
 TRIGKIT := $(BIN)/trigkit
-# Default models, teachers before their students.
+# Default models in two lanes run side by side (each a teacher before its student).
+LANES := "l0_pointing_f32 l0_pointing_tnn" "l0_vertex_f32 l0_vertex_tnn"
 MODELS := l0_pointing_f32 l0_pointing_tnn l0_vertex_f32 l0_vertex_tnn
 # Offline models (issue 7/8), generators before the models that use their samples.
 OFFLINE_MODELS := jet_wgan_gp jet_darkphoton_cnn jet_darkphoton_tnn jet_autoencoder \
 	monojet_event_dnn monojet_hist_dnn monojet_hist_cnn lowpt_electron_dnn lowpt_electron_tnn
 OFFLINE_FIRMWARE := jet_darkphoton_tnn lowpt_electron_tnn
 SELECTED := $(if $(MODEL),$(MODEL),$(MODELS))
-# Run one stage over the selected models, printing each model's and the stage's wall time.
-define each_model
-	@set -e; t_stage=$$SECONDS; for m in $(2); do t0=$$SECONDS; \
-	  echo "== $(1) $$m =="; $(TRIGKIT) $(1) --model $$m $(3); \
-	  echo "== $(1) $$m: $$((SECONDS - t0)) s =="; done; \
-	  echo "== stage $(1): $$((SECONDS - t_stage)) s in total =="
-endef
+SELECTED_LANES := $(if $(MODEL),"$(MODEL)",$(LANES))
+# Run one stage over the selected models in their lanes, printing each model's and the stage's
+# wall time: $(call each_model,STAGE,EXTRA ARGS).
+each_model = @bash sw/tools/lanes.sh $(TRIGKIT) $(1) "$(2)" $(SELECTED_LANES)
+# One stage over a list of models, one after the other: $(call in_order,STAGE,MODELS).
+in_order = @bash sw/tools/lanes.sh $(TRIGKIT) $(1) "" "$(2)"
 
 .PHONY: all venv train export rtl sim synth report test lint bench baseline clean offline
 
@@ -46,31 +46,33 @@ baseline: $(STAMP)
 
 # Train (resuming from checkpoints), evaluate against the standard algorithm, write reports.
 train: $(STAMP)
-	$(call each_model,train,$(SELECTED),$(if $(DATA),--data $(DATA)))
+	$(call each_model,train,$(if $(DATA),--data $(DATA)))
 
 # QONNX, integer reference, test vectors and the hls4ml C simulation, all checked bit-exact.
 export: $(STAMP)
-	$(call each_model,export,$(SELECTED))
+	$(call each_model,export)
 
 # Pipelined Verilog (da4ml) from the QONNX graph, checked against the integer reference.
 rtl: $(STAMP)
-	$(call each_model,rtl,$(SELECTED))
+	$(call each_model,rtl)
 
 # cocotb testbenches under Verilator on every vector: stream, random gaps, reset.
 sim: $(STAMP)
-	$(call each_model,sim,$(SELECTED))
+	$(call each_model,sim)
 
+# Resources and latency, then the per-model reports and build/summary.md.
 synth: $(STAMP) rtl
-	$(call each_model,synth,$(SELECTED))
+	$(call each_model,synth)
+	$(TRIGKIT) report
 
 # Every offline model: train (with its studies and variants), then the firmware path of the
 # ternary ones.
 offline: $(STAMP)
-	$(call each_model,train,$(OFFLINE_MODELS))
-	$(call each_model,export,$(OFFLINE_FIRMWARE))
-	$(call each_model,rtl,$(OFFLINE_FIRMWARE))
-	$(call each_model,sim,$(OFFLINE_FIRMWARE))
-	$(call each_model,synth,$(OFFLINE_FIRMWARE))
+	$(call in_order,train,$(OFFLINE_MODELS))
+	$(call in_order,export,$(OFFLINE_FIRMWARE))
+	$(call in_order,rtl,$(OFFLINE_FIRMWARE))
+	$(call in_order,sim,$(OFFLINE_FIRMWARE))
+	$(call in_order,synth,$(OFFLINE_FIRMWARE))
 
 report: $(STAMP)
 	$(TRIGKIT) report

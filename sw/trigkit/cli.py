@@ -361,6 +361,10 @@ def train(
     evaluate: Annotated[
         bool, typer.Option(help="Evaluate and write the report afterwards.")
     ] = True,
+    threads: Annotated[
+        int | None, typer.Option(help="Override training.threads (CPU threads of torch), e.g. "
+                                 "1 when several trainings share the cores.")
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Train on this data file (CSV, Parquet or HDF5 table; "
                                   "jet-image HDF5/npz) instead of the card's data.source: the "
@@ -382,6 +386,10 @@ def train(
     card = load_card(model)
     if data is not None:
         card = card_for_data(card, data)
+    if threads is not None:
+        if threads < 1:
+            raise TrigkitError(f"--threads = {threads} must be at least 1")
+        card = card.with_overrides(card.name, {"training.threads": threads}, keep_variants=True)
     if epochs is not None and epochs < 1:
         raise TrigkitError(f"--epochs = {epochs} must be at least 1")
     splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
