@@ -193,8 +193,10 @@ def test_train_on_a_table_given_on_the_command_line(workdir):
         return subprocess.run([exe, "train", "--model", "tab", "--no-progress", *args],
                               cwd=workdir, capture_output=True, text=True)
 
-    res = run("--data", "other.csv")
+    res = run("--data", "other.csv", "--threads", "1")
     assert res.returncode == 0, res.stderr
+    assert json.loads((workdir / "build" / "tab_other" / "report.json").read_text()
+                      )["training"]["threads"] == 1
     derived = load_card("tab_other")
     assert derived.data.source == "other.csv" and derived.data.features == ("a",)
     report = json.loads((workdir / "build" / "tab_other" / "report.json").read_text())
