@@ -86,6 +86,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python sw/bench/bench_simulate.py
 	-$(BIN)/python sw/bench/bench_reference.py
+	$(BIN)/python sw/bench/bench_generators.py
 
 clean:
 	rm -rf $(BUILD) sim/sim_build* .pytest_cache .ruff_cache

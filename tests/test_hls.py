@@ -188,12 +188,9 @@ def test_accumulators_hold_every_value_exactly(tiny):
 
 
 def test_second_build_comes_from_the_cache(tiny, tmp_path):
-    t0 = time.perf_counter()
     again = build_hls_project(tiny["onnx"], tiny["project"].out_dir)
-    seconds = time.perf_counter() - t0
     assert again.from_cache and again.build_seconds == 0.0
     assert again.graph_hash == tiny["project"].graph_hash
-    assert seconds < 5 and seconds < tiny["seconds"] / 2
     assert np.array_equal(again.predict(tiny["x"][:50]), tiny["y_qonnx"][:50])
     # hls4ml's own predict on the cached library, without compiling
     hm = again.hls4ml_model()
