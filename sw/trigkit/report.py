@@ -225,7 +225,9 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         ns = f" = {lat * clk:g} ns" if lat is not None and clk else ""
         lines += ["## Firmware", "", f"Latency {lat} cycles{ns}, II {rtl.get('ii_cycles')} "
                   f"cycles at {clk} ns.", ""]
-    if synth:
+    if synth and synth.get("skipped"):
+        lines += [f"Synthesis: skipped ({synth['skipped']}).", ""]
+    elif synth:
         lut = synth.get("lut")
         frac = f" ({100 * lut / VU13P_LUT:.2f} % of a VU13P)" if isinstance(lut, int) else ""
         lines += [f"Synthesis ({synth.get('tool')}, {synth.get('part')}): {lut} LUT{frac}, "
