@@ -3,6 +3,7 @@
 RTL, cocotb/Verilator and Yosys, bit-exact at every step."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_table_mlp_firmware_chain_is_bit_exact(tmp_path):
     assert rtl["input"]["signed"] is True and rtl["input"]["element_bits"] == 5
     synth = report["synth"]
     assert synth["lut"] > 0 and synth["dsp"] == 0 and synth["bram"] == 0
+
+    # bad input: a missing tool, then a model without RTL: clear errors, non-zero exits, and
+    # the rest of the report is kept
+    if shutil.which("vivado") is None:
+        res = subprocess.run([exe, "synth", "--model", NAME, "--tool", "vivado"], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and "vivado is not on PATH" in res.stderr
+    shutil.rmtree(tmp_path / "hw" / NAME)
+    res = subprocess.run([exe, "synth", "--model", NAME], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "trigkit rtl --model" in res.stderr, res.stderr
+    after = json.loads((tmp_path / "build" / NAME / "report.json").read_text())
+    assert "trigkit rtl --model" in after["synth_error"]
+    assert after["metrics"] == report["metrics"] and after["bit_exact"] == exact
 
 
 def test_graph_layout_of_multichannel_images():
