@@ -92,3 +92,18 @@ def open_events_h5(path: str | os.PathLike, need: tuple[str, ...] = ("hits",)):
         f.close()
         raise TrigkitError(f"{p} has no {missing[0]!r} dataset; is it a trigkit event file?")
     return f
+
+
+def chunk_progress(chunks: Iterator, total: int, enabled: bool, unit: str = "ev",
+                   desc: str = "") -> Iterator:
+    """Pass ``(first, chunk)`` pairs through, advancing a tqdm bar by ``len(chunk["label"])``
+    when ``enabled`` (the generators' chunked loops)."""
+    if not enabled:
+        yield from chunks
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True) as bar:
+        for first, chunk in chunks:
+            yield first, chunk
+            bar.update(len(chunk["label"]))

@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from .config import from_dict, require_range, to_dict
 from .errors import ConfigError, TrigkitError
-from .io import atomic_path, check_output_path
+from .io import atomic_path, check_output_path, chunk_progress
 from .jetprep import (
     centre,
     crop,
@@ -690,15 +690,7 @@ def iter_chunks(cfg: JetConfig, sample: str, n: int, seed: int) -> Iterator[tupl
 
 
 def _progress(it: Iterator, n: int, enabled: bool) -> Iterator:
-    if not enabled:
-        yield from it
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=n, unit="jet", desc="jets", dynamic_ncols=True) as bar:
-        for first, chunk in it:
-            yield first, chunk
-            bar.update(len(chunk["label"]))
+    return chunk_progress(it, n, enabled, unit="jet", desc="jets")
 
 
 def generate(cfg: JetConfig, sample: str, n: int, seed: int,

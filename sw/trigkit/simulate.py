@@ -19,7 +19,7 @@ import yaml
 from . import __version__
 from .detector import LABELS, SAMPLES, DetectorConfig, GeneratorConfig, SimConfig
 from .errors import TrigkitError
-from .io import atomic_path, check_output_path
+from .io import atomic_path, check_output_path, chunk_progress
 
 #: Events per random-stream chunk. Fixed so that results do not depend on how they are written.
 CHUNK_EVENTS = 4096
@@ -409,15 +409,7 @@ def simulate(
 
 
 def _progress(it: Iterator, n_events: int, enabled: bool) -> Iterator:
-    if not enabled:
-        yield from it
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=n_events, unit="ev", desc="simulate", dynamic_ncols=True) as bar:
-        for first, chunk in it:
-            yield first, chunk
-            bar.update(len(chunk["label"]))
+    return chunk_progress(it, n_events, enabled, unit="ev", desc="simulate")
 
 
 def write_h5(
