@@ -20,3 +20,11 @@ def quiet_cfg() -> SimConfig:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A project directory with models/ and build/ (the cards' relative paths)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    return tmp_path

@@ -115,13 +115,6 @@ def write_jet_file(path: Path, n: int = 2048, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models").mkdir()
-    return tmp_path
-
-
 def _write(workdir, card: dict):
     (workdir / "models" / f"{card['name']}.yaml").write_text(yaml.safe_dump(card))
     return load_card(card["name"])

@@ -34,14 +34,6 @@ def tiny_card(name="tiny", quant="float", task="classification", **sections) -> 
     return card
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A project directory with models/ and build/ (the cards' relative paths)."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models").mkdir()
-    return tmp_path
-
-
 def write_card(workdir: Path, data: dict) -> ModelCard:
     (workdir / "models" / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
     return load_card(data["name"])

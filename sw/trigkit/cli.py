@@ -334,12 +334,12 @@ def _plot_variant_efficiencies(card, results: dict, out: Path) -> str:
     """Efficiency at the fake rate versus pT of the model and its variants on one plot."""
     import numpy as np
 
+    from .evaluate import pt_bin_centres
     from .plots import plot_curves
     from .report import read_report
 
     def curve(eff: dict) -> tuple:
-        edges = [tuple(float(x) for x in k.split()[0].split("-")) for k in eff]
-        return np.array([(lo + hi) / 2 for lo, hi in edges]), np.array(list(eff.values()))
+        return pt_bin_centres(), np.array(list(eff.values()), dtype=float)
 
     main = read_report(out).get("metrics", {}).get("eff_vs_pt", {})
     curves = ({card.name: curve(main)} if main else {}) | {

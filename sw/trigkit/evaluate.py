@@ -798,8 +798,17 @@ def permutation_importance(card, model, test, b: int, plots_dir, seed: int = 0) 
     return drops
 
 
+#: pT bin edges [GeV] of the efficiency-versus-pT study.
+EFF_PT_EDGES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+
+
+def pt_bin_centres(edges: tuple[float, ...] = EFF_PT_EDGES) -> np.ndarray:
+    """Centres of the efficiency-versus-pT bins."""
+    return 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
+
+
 def efficiency_vs_pt(card, test, probs: np.ndarray, b: int, plots_dir,
-                     edges: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)) -> dict:
+                     edges: tuple[float, ...] = EFF_PT_EDGES) -> dict:
     """Signal efficiency at the card's fake rate in pT bins (cut set per bin on background):
     ``{"lo-hi GeV": efficiency}``, NaN where a bin has too few events."""
     from .plots import plot_curves
@@ -816,8 +825,7 @@ def efficiency_vs_pt(card, test, probs: np.ndarray, b: int, plots_dir,
             cut = cut_at_fake_rate(score[bkg], card.evaluation.fake_rate)
             eff = float(np.mean(score[sig] >= cut))
         out[f"{lo:g}-{hi:g} GeV"] = eff
-    centres = 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
-    plot_curves({card.name: (centres, np.asarray(list(out.values())))},
+    plot_curves({card.name: (pt_bin_centres(edges), np.asarray(list(out.values())))},
                 plots_dir / "eff_vs_pt.png",
                 "pT [GeV]", f"efficiency at {100 * card.evaluation.fake_rate:g} % fake rate",
                 title=card.name)
