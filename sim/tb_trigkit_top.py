@@ -25,8 +25,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from trigkit.reference import graph_layout
-from trigkit.rtl import pack_inputs, unpack_outputs
+from trigkit.firmware.layout import graph_layout, pack_inputs, unpack_outputs
 
 
 def _setting(name: str, default: str | None = None) -> str | None:

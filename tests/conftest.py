@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trigkit.detector import SimConfig
+from trigkit.l0.detector import SimConfig
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from trigkit.baseline import (
+from trigkit.core.config import from_dict
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.l0.baseline import (
     BaselineConfig,
     Roads,
     calibrate_roads,
@@ -10,9 +12,7 @@ from trigkit.baseline import (
     nearest_hit_distance,
     run_trigger,
 )
-from trigkit.config import from_dict
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.simulate import simulate
+from trigkit.l0.simulate import simulate
 
 ROWS = {"BI": [0, 1, 2], "BM1": [3, 4], "BM2": [5, 6], "BO": [7, 8]}
 
@@ -102,7 +102,7 @@ def test_nearest_hit_distance_against_brute_force(rng):
 
 @pytest.fixture(scope="module")
 def calibrated():
-    from trigkit.detector import SimConfig
+    from trigkit.l0.detector import SimConfig
 
     cfg = SimConfig()
     return cfg, {thr: calibrate_roads(cfg, BaselineConfig(mode="high", threshold_gev=thr,

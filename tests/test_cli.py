@@ -62,7 +62,7 @@ def test_simulate_refuses_to_overwrite_without_flag(tmp_path):
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, cfg, monkeypatch):
-    from trigkit import simulate as sim
+    from trigkit.l0 import simulate as sim
 
     calls = {"n": 0}
     real = sim.simulate_chunk

@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from trigkit.decorrelate import (
+from trigkit.core.errors import TrigkitError
+from trigkit.learn.decorrelate import (
     MassAdversary,
     adversary_loss,
     distance_correlation,
@@ -14,7 +15,6 @@ from trigkit.decorrelate import (
     jensen_shannon_divergence,
     mass_bins,
 )
-from trigkit.errors import TrigkitError
 
 
 def dcor2_loops(x, y) -> float:

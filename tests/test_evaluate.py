@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from trigkit import plots
-from trigkit.baseline import turn_on
-from trigkit.evaluate import (
+from trigkit.l0.baseline import turn_on
+from trigkit.learn.metrics import (
     accuracy,
     confusion_matrix,
     core_gaussian_fit,

@@ -4,24 +4,26 @@ import h5py
 import numpy as np
 import pytest
 
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.eventgen import (
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.offline.electrons import (
     CALO_FEATURES,
     ELECTRON_CATEGORIES,
     ELECTRON_COLUMNS,
     ELECTRON_FEATURES,
-    MONOJET_COLUMNS,
-    MONOJET_MODELS,
     TRACK_FEATURES,
     TRT_FEATURES,
     ElectronConfig,
-    MonojetConfig,
     generate_electrons,
-    generate_monojet,
     write_electrons_h5,
+)
+from trigkit.offline.monojet import (
+    MONOJET_COLUMNS,
+    MONOJET_MODELS,
+    MonojetConfig,
+    generate_monojet,
     write_monojet_h5,
 )
-from trigkit.tabular import read_table
+from trigkit.offline.tabular import read_table
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -11,11 +11,13 @@ import torch
 import yaml
 
 import trigkit
-from trigkit.card import load_card
-from trigkit.errors import TrigkitError
-from trigkit.export import edge_case_images, export_qonnx, run_export
-from trigkit.reference import IntegerGraph, ReferenceModel, round_shift
-from trigkit.train import Trainer, load_trained_model
+from trigkit.core.card import load_card
+from trigkit.core.errors import TrigkitError
+from trigkit.firmware.export import export_qonnx, run_export
+from trigkit.firmware.fixedpoint import round_shift
+from trigkit.firmware.reference import IntegerGraph, ReferenceModel
+from trigkit.l0.data import edge_case_images
+from trigkit.learn.train import Trainer, load_trained_model
 
 TINY = {
     "name": "tiny_tnn", "task": "classification",
@@ -117,7 +119,7 @@ def _stock_ternary_model():
 
 def test_non_power_of_two_model_is_refused_naming_the_node(exported, tmp_path):
     _, card, _, _ = exported
-    from trigkit.config import from_dict
+    from trigkit.core.config import from_dict
 
     mlp = from_dict(type(card), {**TINY, "architecture": {"kind": "mlp", "dense": []}})
     with pytest.raises(TrigkitError, match=r"node .*Quant.*scale 0\.1 is not a power of two"):
@@ -127,7 +129,7 @@ def test_non_power_of_two_model_is_refused_naming_the_node(exported, tmp_path):
 
 def test_float_model_and_unsupported_ops_are_refused(exported, tmp_path):
     _, card, _, _ = exported
-    from trigkit.config import from_dict
+    from trigkit.core.config import from_dict
 
     f32 = from_dict(type(card), {**TINY, "quant": {"weights": "float"}})
     with pytest.raises(TrigkitError, match="float model"):

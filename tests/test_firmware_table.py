@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from trigkit.export import edge_case_codes
-from trigkit.rtl import pack_inputs
+from trigkit.firmware.export import edge_case_codes
+from trigkit.firmware.layout import pack_inputs
 
 NAME = "tiny_table_tnn"
 
@@ -92,7 +92,7 @@ def test_table_mlp_firmware_chain_is_bit_exact(tmp_path):
 
 
 def test_graph_layout_of_multichannel_images():
-    from trigkit.reference import graph_layout
+    from trigkit.firmware.layout import graph_layout
 
     x = np.arange(2 * 2 * 3 * 4).reshape(2, 2, 3, 4)  # (N, C, H, W)
     y = graph_layout(x, (3, 4, 2))

@@ -6,20 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from trigkit.errors import TrigkitError
-from trigkit.gan import (
-    MEAN_IMAGE,
-    PIXELS,
+from trigkit.core.errors import TrigkitError
+from trigkit.learn.gan import (
     Critic,
     GANSpec,
     Generator,
-    compare_samples,
     gradient_penalty,
     load_generator,
-    plot_gan_validation,
     sample,
     train_wgan_gp,
 )
+from trigkit.learn.gan_validation import MEAN_IMAGE, PIXELS, compare_samples, plot_gan_validation
 
 SHAPE = (1, 8, 8)
 

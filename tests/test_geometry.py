@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from trigkit.detector import SimConfig
-from trigkit.simulate import crossing_columns, eta_from_theta, propagate, theta_from_eta
+from trigkit.l0.detector import SimConfig
+from trigkit.l0.simulate import crossing_columns, eta_from_theta, propagate, theta_from_eta
 
 
 @pytest.mark.parametrize("column", [0, 7, 100, 191, 192, 300, 383])

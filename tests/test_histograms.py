@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.eventgen import MonojetConfig, generate_monojet
-from trigkit.histograms import (
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.offline.histograms import (
     HistBinning,
     histogram_events,
     n_signal_events,
@@ -11,6 +10,7 @@ from trigkit.histograms import (
     pseudo_experiments,
     pseudo_experiments_multiclass,
 )
+from trigkit.offline.monojet import MonojetConfig, generate_monojet
 
 
 def pool(n: int, seed: int, pt_scale: float = 80.0, eta_sigma: float = 1.3) -> dict:
@@ -163,7 +163,7 @@ def test_auc_depends_on_s_over_sqrt_b_not_on_b():
 
 
 def test_poisson_significance_direct_and_calibrated():
-    from trigkit.histograms import background_shape, poisson_significance
+    from trigkit.offline.histograms import background_shape, poisson_significance
 
     h = np.array([[[3.0, 1.0], [0.0, 6.0]]])
     p = np.array([[0.25, 0.25], [0.0, 0.5]])

@@ -10,17 +10,17 @@ import pytest
 import torch
 from onnx import helper
 
-from trigkit.card import ModelCard
-from trigkit.config import from_dict
-from trigkit.errors import TrigkitError
-from trigkit.export import brevitas_to_qonnx, clean_qonnx
-from trigkit.hls import (
-    build_hls_project,
+from trigkit.core.card import ModelCard
+from trigkit.core.config import from_dict
+from trigkit.core.errors import TrigkitError
+from trigkit.firmware.export import brevitas_to_qonnx, clean_qonnx
+from trigkit.firmware.hls import build_hls_project
+from trigkit.firmware.hls_precision import (
     check_hls_compatible,
     hls_config_from_qonnx,
     iter_precisions,
 )
-from trigkit.models import build_model
+from trigkit.learn.models import build_model
 
 ROWS, COLS = 9, 48
 CARD = {

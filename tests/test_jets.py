@@ -1,4 +1,4 @@
-"""Toy jet-image generator (trigkit.jets) and preprocessing (trigkit.jetprep)."""
+"""Toy jet-image generator (trigkit.offline.jets) and preprocessing (trigkit.offline.jetprep)."""
 
 import json
 
@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-import trigkit.jets as jets
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.jetprep import (
+import trigkit.offline.jets.physics as jet_physics
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.offline.jetprep import (
     apply_symmetries,
     augment,
     centre,
@@ -23,7 +23,7 @@ from trigkit.jetprep import (
     symmetry_flags,
     wrap_phi,
 )
-from trigkit.jets import (
+from trigkit.offline.jets import (
     LABEL_NAMES,
     JetConfig,
     convert_jet_file,
@@ -103,7 +103,7 @@ def test_same_seed_identical_different_seed_different():
 
 
 def test_results_do_not_depend_on_chunking(monkeypatch, tmp_path):
-    monkeypatch.setattr(jets, "CHUNK_JETS", 64)
+    monkeypatch.setattr(jet_physics, "CHUNK_JETS", 64)
     cfg = JetConfig()
     full = generate(cfg, "mixed", 150, 4)
     head = generate(cfg, "mixed", 128, 4)

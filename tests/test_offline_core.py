@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from trigkit.card import ModelCard, load_card
-from trigkit.config import from_dict
-from trigkit.data import class_targets, input_codes, load_splits
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.evaluate import working_point_metrics
+from trigkit.core.card import ModelCard, load_card
+from trigkit.core.config import from_dict
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.learn.data import class_targets, input_codes, load_splits
+from trigkit.learn.metrics import working_point_metrics
 
 
 def test_working_points_match_a_direct_count():
@@ -124,7 +124,7 @@ def test_jet_image_file_trains_classifier_and_anomaly_with_disco(workdir):
     import torch
 
     from trigkit.evaluate import evaluate_model
-    from trigkit.train import Trainer, load_trained_model
+    from trigkit.learn.train import Trainer, load_trained_model
 
     src = str(write_jet_file(workdir / "jets.h5"))
     data = {"source": src, "format": "jet_images", "input_shape": [2, 8, 8],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trigkit.card import load_card
+from trigkit.core.card import load_card
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = sorted(p.stem for p in (ROOT / "models").glob("*.yaml")
@@ -29,9 +29,9 @@ def test_every_offline_issue_model_has_a_card():
 
 @pytest.mark.parametrize("name", OFFLINE)
 def test_card_trains_a_few_steps_and_evaluates(name, tmp_path, monkeypatch):
-    from trigkit.data import load_splits
     from trigkit.evaluate import evaluate_model
-    from trigkit.train import Trainer, load_trained_model
+    from trigkit.learn.data import load_splits
+    from trigkit.learn.train import Trainer, load_trained_model
 
     card = load_card(name, models_dir=ROOT / "models")
     overrides = {**SMALL[card.data.source], "training.epochs": 1, "training.threads": 1,

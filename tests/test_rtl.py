@@ -18,17 +18,12 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from trigkit.errors import TrigkitError
-from trigkit.reference import IntegerGraph, ReferenceModel, _Op
-from trigkit.rtl import (
-    COMMON_HDL,
-    count_trace_mismatches,
-    pack_inputs,
-    trace_graph,
-    unpack_outputs,
-    write_rtl,
-)
-from trigkit.sim import run_cocotb, verilator_env
+from trigkit.core.errors import TrigkitError
+from trigkit.core.paths import COMMON_HDL
+from trigkit.firmware.cocotb_runner import run_cocotb, verilator_env
+from trigkit.firmware.layout import pack_inputs, unpack_outputs
+from trigkit.firmware.reference import IntegerGraph, ReferenceModel, _Op
+from trigkit.firmware.rtl import count_trace_mismatches, trace_graph, write_rtl
 
 NAME = "tiny_rtl"
 CARD = {
@@ -54,9 +49,9 @@ def _locked(path: Path):
 
 
 def _build(root: Path) -> dict:
-    from trigkit.card import load_card
-    from trigkit.export import run_export
-    from trigkit.train import Trainer, load_trained_model
+    from trigkit.core.card import load_card
+    from trigkit.firmware.export import run_export
+    from trigkit.learn.train import Trainer, load_trained_model
 
     (root / "models").mkdir(parents=True, exist_ok=True)
     (root / "models" / f"{NAME}.yaml").write_text(yaml.safe_dump(CARD))
@@ -270,7 +265,7 @@ def test_pack_and_unpack_layouts():
 
 def test_yosys_synthesises_the_design(design):
     """Open synthesis of the tiny design: plausible resources beside da4ml's estimate."""
-    from trigkit.synth import synth_yosys
+    from trigkit.firmware.synth import synth_yosys
 
     root, built = design
     _, _, hw = _paths(root)

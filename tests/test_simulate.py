@@ -2,8 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-from trigkit.detector import LABELS, SAMPLES, SimConfig
-from trigkit.simulate import simulate, write_h5
+from trigkit.l0.detector import LABELS, SAMPLES, SimConfig
+from trigkit.l0.simulate import simulate, write_h5
 
 CONTRACT_KEYS = ("hits", "label", "pt", "q", "eta", "vtx_r", "vtx_z")
 

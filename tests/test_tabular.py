@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trigkit.errors import TrigkitError
-from trigkit.tabular import SUFFIXES, Table, columns_of, read_table, write_table_h5
+from trigkit.core.errors import TrigkitError
+from trigkit.offline.tabular import SUFFIXES, Table, columns_of, read_table, write_table_h5
 
 FORMATS = ("csv", "parquet", "h5")
 

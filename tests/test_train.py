@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from trigkit.card import ModelCard, load_card
-from trigkit.config import from_dict
-from trigkit.data import load_splits, split_indices
-from trigkit.errors import ConfigError, TrigkitError
-from trigkit.train import Trainer, load_checkpoint
+from trigkit.core.card import ModelCard, load_card
+from trigkit.core.config import from_dict
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.learn.data import load_splits, split_indices
+from trigkit.learn.train import Trainer, load_checkpoint
 
 TINY_ARCH = {"eta_pool": 8, "channels": [4], "pool": [1, 2], "dense": [8]}
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from trigkit.detector import DetectorConfig, SimConfig
-from trigkit.errors import TrigkitError
-from trigkit.simulate import simulate
-from trigkit.vertexfit import fit_vertex
+from trigkit.core.errors import TrigkitError
+from trigkit.l0.detector import DetectorConfig, SimConfig
+from trigkit.l0.simulate import simulate
+from trigkit.l0.vertexfit import fit_vertex
 
 
 def draw(det: DetectorConfig, tracks: list[tuple[float, float, float]]) -> np.ndarray:

@@ -13,13 +13,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-from trigkit.eventgen import (  # noqa: E402
-    ElectronConfig,
-    MonojetConfig,
-    generate_electrons,
-    generate_monojet,
-)
-from trigkit.jets import JetConfig, generate  # noqa: E402
+from trigkit.offline.electrons import ElectronConfig, generate_electrons  # noqa: E402
+from trigkit.offline.jets import JetConfig, generate  # noqa: E402
+from trigkit.offline.monojet import MonojetConfig, generate_monojet  # noqa: E402
 
 REPEATS = 5
 #: (name, events per repetition, callable(n, seed), target events/s)

@@ -22,8 +22,8 @@ TARGET_EV_PER_S = 50_000
 
 
 def main(name: str = "l0_pointing_tnn") -> int:
-    from trigkit.export import qonnx_execute
-    from trigkit.reference import ReferenceModel
+    from trigkit.firmware.export import qonnx_execute
+    from trigkit.firmware.reference import ReferenceModel
 
     try:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

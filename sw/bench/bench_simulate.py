@@ -15,8 +15,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from trigkit.detector import SimConfig  # noqa: E402
-from trigkit.simulate import simulate, write_h5  # noqa: E402
+from trigkit.l0.detector import SimConfig  # noqa: E402
+from trigkit.l0.simulate import simulate, write_h5  # noqa: E402
 
 TARGET_EV_PER_S = 20_000
 EVENTS = 20_000

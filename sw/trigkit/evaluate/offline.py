@@ -1,0 +1,339 @@
+"""Evaluation of the offline models (jet images, tables, pseudo-experiment histograms):
+working points against the background class beside the best single observable, anomaly
+search with mass sculpting, GAN validation, and each format's studies."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trigkit.core.plots import (
+    plot_bars,
+    plot_confusion,
+    plot_curves,
+    plot_roc,
+    plot_score_distributions,
+    plot_sculpting,
+)
+from trigkit.core.registry import register_evaluator
+from trigkit.learn.decorrelate import (
+    distance_correlation_numpy,
+    inverse_jsd_at_background_efficiency,
+)
+from trigkit.learn.gan import sample
+from trigkit.learn.gan_validation import compare_samples, plot_gan_validation
+from trigkit.learn.metrics import (
+    accuracy,
+    confusion_matrix,
+    cut_at_fake_rate,
+    roc_auc,
+    roc_curve,
+    working_point_metrics,
+)
+from trigkit.learn.models import anomaly_score, to_input
+from trigkit.offline.data import histogram_sets
+from trigkit.offline.histograms import HistBinning
+from trigkit.offline.jetprep import image_observables
+
+from .common import EVAL_BATCH, predict_outputs, softmax
+
+
+def _background_index(card) -> int:
+    bkg = card.evaluation.background or card.data.classes[0]
+    if bkg not in card.data.classes:
+        raise ValueError(f"evaluation.background {bkg!r} is not one of data.classes "
+                         f"{list(card.data.classes)}")
+    return list(card.data.classes).index(bkg)
+
+
+def _pair_score(probs: np.ndarray, k: int, b: int) -> np.ndarray:
+    """Class k against class b from softmax outputs: p_k / (p_k + p_b)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = probs[:, k] / (probs[:, k] + probs[:, b])
+    return np.nan_to_num(s, nan=0.5)
+
+
+def baseline_observables(card, split) -> dict[str, np.ndarray]:
+    """Single physics observables a standard analysis would cut on, per input format: jet width,
+    hadronic fraction, mass and pT from the image pixels; each table feature; a histogram's
+    mean pT and total count."""
+    x = split.images()
+    fmt = card.data.input_format
+    if fmt == "jet_images":
+        imgs = x.astype(np.float64)
+        obs = image_observables(imgs, split.context.get("pixel_size", 0.1))
+        out = {f"jet {k}": np.asarray(v, np.float64) for k, v in obs.items()}
+        if imgs.shape[1] == 2:
+            tot = imgs.sum(axis=(1, 2, 3))
+            out["hadronic fraction"] = np.where(tot > 0, imgs[:, 1].sum(axis=(1, 2)) /
+                                                np.where(tot > 0, tot, 1), 0.0)
+        return out
+    if fmt == "table":
+        return {name: x[:, i].astype(np.float64) for i, name in enumerate(card.data.features)}
+    if fmt == "histograms":
+        h = split.truth("counts").astype(np.float64)
+        edges = np.asarray(HistBinning().pt_edges, float)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        tot = h.sum(axis=(1, 2))
+        mean_pt = (h.sum(axis=2) * centres[None, :h.shape[1]]).sum(1) / np.where(tot > 0, tot, 1)
+        return {"histogram mean pT": mean_pt, "histogram total": tot}
+    return {}
+
+
+def best_baseline(card, splits, k: int, b: int) -> tuple[str, float]:
+    """The single observable (and sign) separating class k from b best on the validation split."""
+    val = splits["val"]
+    sel = np.isin(val.target, (k, b))
+    if not sel.any() or len(np.unique(val.target[sel])) < 2:
+        val = splits["test"]
+        sel = np.isin(val.target, (k, b))
+    best = ("", 1.0, 0.5)
+    for name, v in baseline_observables(card, val).items():
+        v = v[sel]
+        if not np.all(np.isfinite(v)):
+            continue
+        auc = roc_auc(val.target[sel] == k, v)
+        sign = 1.0 if auc >= 0.5 else -1.0
+        if max(auc, 1 - auc) > best[2]:
+            best = (name, sign, max(auc, 1 - auc))
+    return best[0], best[1]
+
+
+def _anomaly_scores(model, card, x: np.ndarray) -> np.ndarray:
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), EVAL_BATCH):
+            out.append(anomaly_score(model, to_input(x[s:s + EVAL_BATCH], card)).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@register_evaluator("classification")
+def evaluate_offline_classification(card, model, splits, plots_dir,
+                                    progress: bool = False) -> dict:
+    """Each class against the background class: AUC, 1/eps_B at the signal-efficiency working
+    point, efficiency at the fake rate; beside the best single observable (chosen on the
+    validation split). Histogram models add the S/sqrt(B) scan, tables permutation importance
+    and efficiency versus pT when a ``pt`` column is kept."""
+    ev = card.evaluation
+    test = splits["test"]
+    x, y = test.images(), test.target
+    probs = softmax(predict_outputs(model, card, x))
+    classes = list(card.data.classes)
+    b = _background_index(card)
+    obs_test = baseline_observables(card, test)
+    per, base, curves = {}, {}, {}
+    for k, name in enumerate(classes):
+        if k == b:
+            continue
+        sel = (y == k) | (y == b)
+        score = _pair_score(probs[sel], k, b)
+        per[name] = working_point_metrics(y[sel] == k, score, ev.signal_eff, ev.fake_rate)
+        fpr, tpr, _ = roc_curve(y[sel] == k, score)
+        curves[f"network: {name}"] = (fpr, tpr, per[name]["auc"])
+        obs, sign = best_baseline(card, splits, k, b)
+        if obs:
+            bscore = sign * obs_test[obs][sel]
+            base[name] = {"observable": ("-" if sign < 0 else "") + obs,
+                          **working_point_metrics(y[sel] == k, bscore, ev.signal_eff,
+                                                  ev.fake_rate)}
+            fpr, tpr, _ = roc_curve(y[sel] == k, bscore)
+            curves[f"cut on {base[name]['observable']}: {name}"] = (fpr, tpr, base[name]["auc"])
+    first = next(iter(per))
+    metrics = {"accuracy": accuracy(y, probs.argmax(1)), "n_test": int(len(y)),
+               **{k: per[first][k] for k in per[first]}, "per_class": per,
+               "background": classes[b]}
+    baseline = ({k: v for k, v in base[first].items()} | {"per_class": base}) if base else {}
+    plot_roc(curves, plots_dir / "roc.png", title=f"{card.name} (test, {len(y)} events)")
+    plot_confusion(confusion_matrix(y, probs.argmax(1), len(classes)), classes,
+                   plots_dir / "confusion.png")
+    plot_score_distributions({c: 1.0 - probs[y == k, b] for k, c in enumerate(classes)},
+                             plots_dir / "scores.png", xlabel=f"1 - P({classes[b]})",
+                             title=card.name)
+    if card.data.input_format == "histograms":
+        metrics.update(histogram_scan(card, model, splits, plots_dir))
+        if card.data.hist.mode == "multiclass":
+            metrics["tagging"] = multiclass_tagging(y, probs, classes)
+    if card.data.input_format == "table":
+        metrics["permutation_importance"] = permutation_importance(card, model, test, b,
+                                                                   plots_dir)
+        if "pt" in test.extra:
+            metrics["eff_vs_pt"] = efficiency_vs_pt(card, test, probs, b, plots_dir)
+    return {"metrics": metrics, "baseline": baseline}
+
+
+def multiclass_tagging(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Fraction of histograms of each true class whose highest class probability is above 2/N
+    and belongs to that class (the multi-class counting of the monojet study)."""
+    n = len(classes)
+    top = probs.argmax(1)
+    confident = probs.max(1) > 2.0 / n
+    return {c: float(np.mean((top[y == k] == k) & confident[y == k])) if np.any(y == k)
+            else float("nan") for k, c in enumerate(classes)}
+
+
+def histogram_scan(card, model, splits, plots_dir) -> dict:
+    """AUC (SM vs SM + signal) versus S/sqrt(B) for several background sizes r, on histograms
+    built from the test split's events only; equal AUC at equal S/sqrt(B) shows the
+    invariance with B."""
+    h = card.data.hist
+    pools = splits["test"].context["pools"]
+    n_sets = max(200, min(1000, len(splits["test"])))
+    scan, series = {}, {}
+    for r in h.scan_r:
+        aucs = []
+        for z in h.scan_s_over_sqrt_b:
+            try:
+                x, y, _ = histogram_sets(card, pools, r, z, n_sets, seed=7919 + r,
+                                         shape=splits["test"].context["background_shape"])
+            except Exception as err:  # noqa: BLE001 - too few test events for this r
+                scan[f"r={r}"] = f"skipped: {err}"
+                aucs = []
+                break
+            probs = softmax(predict_outputs(model, card, x))
+            is_sig = y > 0
+            aucs.append(roc_auc(is_sig, 1.0 - probs[:, 0]))
+        if aucs:
+            scan[f"r={r}"] = dict(zip(map(str, h.scan_s_over_sqrt_b), aucs, strict=True))
+            series[f"B = {r} events"] = (np.asarray(h.scan_s_over_sqrt_b), np.asarray(aucs))
+    if series:
+        plot_curves(series, plots_dir / "auc_vs_s_over_sqrt_b.png", "S / sqrt(B)",
+                    "AUC (SM vs SM + signal)", title=f"{card.name}: trained at r = {h.r}, "
+                    f"S/sqrt(B) = {h.s_over_sqrt_b:g}", hline=0.5)
+    return {"auc_vs_s_over_sqrt_b": scan}
+
+
+def permutation_importance(card, model, test, b: int, plots_dir, seed: int = 0) -> dict:
+    """AUC loss when one feature column is shuffled across the test events (signal = every
+    class other than the background)."""
+    x = test.images()
+    y = test.target != b
+
+    def auc_of(inputs: np.ndarray) -> float:
+        probs = softmax(predict_outputs(model, card, inputs))
+        return roc_auc(y, 1.0 - probs[:, b])
+
+    ref = auc_of(x)
+    rng = np.random.default_rng(seed)
+    drops = {}
+    for i, name in enumerate(card.data.features):
+        xp = x.copy()
+        xp[:, i] = xp[rng.permutation(len(xp)), i]
+        drops[name] = ref - auc_of(xp)
+    plot_bars(drops, plots_dir / "feature_importance.png", "AUC loss when the feature is "
+              "permuted", title=f"{card.name} (test AUC {ref:.4f})")
+    return drops
+
+
+#: pT bin edges [GeV] of the efficiency-versus-pT study.
+EFF_PT_EDGES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+
+
+def pt_bin_centres(edges: tuple[float, ...] = EFF_PT_EDGES) -> np.ndarray:
+    """Centres of the efficiency-versus-pT bins."""
+    return 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
+
+
+def efficiency_vs_pt(card, test, probs: np.ndarray, b: int, plots_dir,
+                     edges: tuple[float, ...] = EFF_PT_EDGES) -> dict:
+    """Signal efficiency at the card's fake rate in pT bins (cut set per bin on background):
+    ``{"lo-hi GeV": efficiency}``, NaN where a bin has too few events."""
+    pt = test.truth("pt")
+    y = test.target
+    score = 1.0 - probs[:, b]
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (pt >= lo) & (pt < hi)
+        sig, bkg = sel & (y != b), sel & (y == b)
+        eff = float("nan")
+        if sig.sum() >= 5 and bkg.sum() >= 20:
+            cut = cut_at_fake_rate(score[bkg], card.evaluation.fake_rate)
+            eff = float(np.mean(score[sig] >= cut))
+        out[f"{lo:g}-{hi:g} GeV"] = eff
+    plot_curves({card.name: (pt_bin_centres(edges), np.asarray(list(out.values())))},
+                plots_dir / "eff_vs_pt.png",
+                "pT [GeV]", f"efficiency at {100 * card.evaluation.fake_rate:g} % fake rate",
+                title=card.name)
+    return out
+
+
+@register_evaluator("anomaly")
+def evaluate_anomaly(card, model, splits, plots_dir, progress: bool = False) -> dict:
+    """Autoencoder anomaly search: AUC of the reconstruction error for each anomalous class
+    against the background, and the mass sculpting of the background (1/JSD between the
+    passing and failing mass distributions at the working point, distance correlation);
+    beside the jet mass itself used as the anomaly score."""
+    ev = card.evaluation
+    test = splits["test"]
+    x, y = test.images(), test.target
+    classes = list(card.data.classes)
+    b = _background_index(card)
+    score = _anomaly_scores(model, card, x)
+    var = card.training.decorrelate
+    mass = test.truth(var).astype(np.float64)
+    obs = baseline_observables(card, test)
+    base_score = obs.get("jet mass", mass)
+    per, base, curves = {}, {}, {}
+    for k, name in enumerate(classes):
+        if k == b:
+            continue
+        sel = (y == k) | (y == b)
+        per[name] = working_point_metrics(y[sel] == k, score[sel], ev.signal_eff, ev.fake_rate)
+        base[name] = working_point_metrics(y[sel] == k, base_score[sel], ev.signal_eff,
+                                           ev.fake_rate)
+        fpr, tpr, _ = roc_curve(y[sel] == k, score[sel])
+        curves[f"autoencoder: {name}"] = (fpr, tpr, per[name]["auc"])
+        fpr, tpr, _ = roc_curve(y[sel] == k, base_score[sel])
+        curves[f"jet mass: {name}"] = (fpr, tpr, base[name]["auc"])
+    bkg = y == b
+    rng = np.random.default_rng(0)
+    sub = rng.choice(np.flatnonzero(bkg), size=min(2000, int(bkg.sum())), replace=False)
+    sculpt = {
+        "inv_jsd_at_50pct_bkg_eff": inverse_jsd_at_background_efficiency(score[bkg], mass[bkg],
+                                                                         0.5),
+        "dcor2_score_mass_bkg": distance_correlation_numpy(score[sub], mass[sub]),
+    }
+    base_sculpt = {
+        "inv_jsd_at_50pct_bkg_eff": inverse_jsd_at_background_efficiency(
+            base_score[bkg], mass[bkg], 0.5),
+        "dcor2_score_mass_bkg": distance_correlation_numpy(base_score[sub], mass[sub]),
+    }
+    metrics = {"n_test": int(len(y)), "auc": float(np.mean([v["auc"] for v in per.values()])),
+               "per_class": per, **sculpt, "background": classes[b], "decorrelate": var,
+               "disco_lambda": card.training.disco_lambda,
+               "adversary_lambda": card.training.adversary_lambda}
+    baseline = {"observable": "jet mass (pixels)",
+                "auc": float(np.mean([v["auc"] for v in base.values()])), "per_class": base,
+                **base_sculpt}
+    plot_roc(curves, plots_dir / "roc.png", title=f"{card.name} (test)")
+    plot_score_distributions({c: score[y == k] for k, c in enumerate(classes)},
+                             plots_dir / "scores.png", "reconstruction error (anomaly score)",
+                             title=card.name)
+    cut = float(np.quantile(score[bkg], 0.5))
+    plot_sculpting(mass[bkg], score[bkg], cut, plots_dir / "sculpting.png",
+                   title=f"{card.name}: {classes[b]} at 50 % background efficiency "
+                         f"(1/JSD = {sculpt['inv_jsd_at_50pct_bkg_eff']:.3g})")
+    return {"metrics": metrics, "baseline": baseline}
+
+
+@register_evaluator("generative")
+def evaluate_generative(card, generator, splits, plots_dir, progress: bool = False) -> dict:
+    """WGAN-GP validation: generated vs real test images on jet observables from pixels and on
+    pixel intensities (KS statistic, Wasserstein distance); the baseline is the same comparison
+    between two independent halves of the real images (the statistical floor)."""
+    test = splits["test"]
+    real = test.images().astype(np.float32)
+    if real.ndim == 3:
+        real = real[:, None]
+    pixel = test.context.get("pixel_size", 0.1)
+
+    def observables(images: np.ndarray) -> dict[str, np.ndarray]:
+        return image_observables(images, pixel)
+
+    fake = sample(generator, len(real), seed=card.evaluation.seed)
+    half = len(real) // 2
+    metrics = compare_samples(real, fake, observables)
+    baseline = compare_samples(real[:half], real[half:2 * half], observables)
+    plots = plot_gan_validation(real, fake, observables, plots_dir)
+    return {"metrics": {"n_test": int(len(real)), **metrics}, "baseline": baseline,
+            "plots": [str(p) for p in plots]}

@@ -1,0 +1,333 @@
+"""Pure-integer reference inference of a cleaned QONNX graph: the golden model.
+
+Every tensor is an integer array plus one power-of-two exponent (value = int * 2**exp). The
+graph is lowered once into a list of integer operations; running it is plain numpy. Large
+dot products run as float32/float64 matrix products only when a bound derived from the
+quantisers proves every partial sum is an integer below 2**24 (2**53), where those formats are
+exact; otherwise int64 is used. The result is the same integers either way.
+
+Public API for physicists: ``trigkit.load("build/l0_pointing_tnn").predict(hits)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trigkit.core.errors import TrigkitError
+from trigkit.core.io import open_events_h5
+from trigkit.core.paths import ONNX_NAME, REPORT_JSON
+
+from .fixedpoint import po2_exponent, quant_range, round_shift
+from .layout import graph_layout
+from .ops import check_handlers, check_nodes
+
+_EXACT_F32 = 2**24
+_EXACT_F64 = 2**53
+
+
+@dataclass
+class IntTensor:
+    """value = ints * 2**exp; ``bound`` is a proven upper limit of |ints|."""
+
+    ints: np.ndarray
+    exp: int
+    bound: int
+
+
+def _exponent(scale: float, where: str) -> int:
+    if not (scale > 0 and np.isfinite(scale)):
+        raise TrigkitError(f"{where}: scale {scale!r} is not a positive number")
+    e = po2_exponent(scale)
+    if e is None:
+        raise TrigkitError(
+            f"{where}: scale {scale:g} is not a power of two; use a fixed-point quantiser "
+            "(power-of-two scale) so that the export is exact"
+        )
+    return e
+
+
+def exact_dtype(bound: int) -> type:
+    """The cheapest dtype holding every integer up to ``bound`` and all sums of them exactly."""
+    if bound < _EXACT_F32:
+        return np.float32
+    if bound < _EXACT_F64:
+        return np.float64
+    return np.int64
+
+
+def storage_dtype(bound: int) -> type:
+    """Smallest signed integer dtype holding +-``bound`` (activations are stored compactly)."""
+    for dt in (np.int8, np.int16, np.int32):
+        if bound <= np.iinfo(dt).max:
+            return dt
+    return np.int64
+
+
+def _round_shift_any(x: np.ndarray, k: int) -> np.ndarray:
+    """round(x / 2**k), ties to even, for integer-valued float or integer arrays."""
+    if x.dtype.kind == "f":  # scaling by a power of two is exact; np.round is half-to-even
+        return np.round(x * x.dtype.type(2.0 ** -k)) if k else x
+    return round_shift(x, k)
+
+
+@dataclass
+class _Op:
+    kind: str
+    name: str
+    inputs: list[str]
+    output: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class IntegerGraph:
+    """A cleaned QONNX graph lowered to integer operations."""
+
+    def __init__(self, model_wrapper):
+        import onnx
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        mw = model_wrapper if isinstance(model_wrapper, ModelWrapper) else ModelWrapper(
+            model_wrapper)
+        graph = mw.graph
+        if len(graph.input) != 1 or len(graph.output) != 1:
+            raise TrigkitError("the reference supports graphs with one input and one output")
+        self.input_name = graph.input[0].name
+        self.output_name = graph.output[0].name
+        self.input_shape = tuple(mw.get_tensor_shape(self.input_name))
+        self.output_shape = tuple(mw.get_tensor_shape(self.output_name))
+        self.constants: dict[str, IntTensor] = {}
+        self.ops: list[_Op] = []
+        check_nodes(graph.node)  # every op and attribute is declared in trigkit.firmware.ops
+        for node in graph.node:
+            where = f"node {node.name or node.op_type} ({node.op_type})"
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            inits = [mw.get_initializer(i) for i in node.input]
+            if node.op_type == "Quant":
+                if any(v is None for v in inits[1:4]):
+                    raise TrigkitError(
+                        f"{where}: scale, zero point and bit width must be constants")
+                scale, zero, bits = (np.asarray(v) for v in inits[1:4])
+                if scale.size != 1:
+                    raise TrigkitError(f"{where}: per-channel scales are not supported; use one "
+                                       "power-of-two scale per tensor")
+                if np.any(zero != 0):
+                    raise TrigkitError(f"{where}: non-zero zero point; use symmetric quantisers")
+                if bits.size != 1 or float(bits) != int(bits):
+                    raise TrigkitError(f"{where}: bit width must be one integer")
+                attrs.update(exp=_exponent(float(scale), where), bits=int(bits))
+                if inits[0] is not None:  # a quantised constant (weights)
+                    self.constants[node.output[0]] = self._quantise_constant(inits[0], attrs,
+                                                                             where)
+                    continue
+                self.ops.append(_Op("Quant", where, [node.input[0]], node.output[0], attrs))
+                continue
+            if node.op_type in ("Conv", "MatMul") and node.input[1] not in self.constants:
+                raise TrigkitError(
+                    f"{where}: its weights are not fed through a Quant node (float weights "
+                    "left in the graph); quantise them with a power-of-two ternary or "
+                    "fixed-point quantiser"
+                )
+            if node.op_type == "Reshape":
+                shape = inits[1]
+                if shape is None:
+                    raise TrigkitError(f"{where}: the target shape must be a constant")
+                attrs["shape"] = [int(v) for v in shape]
+            self.ops.append(_Op(node.op_type, where, [node.input[0]] + (
+                [node.input[1]] if node.op_type in ("Conv", "MatMul") else []),
+                node.output[0], attrs))
+
+    @staticmethod
+    def _quantise_constant(w: np.ndarray, attrs: dict, where: str) -> IntTensor:
+        lo, hi = quant_range(attrs["bits"], bool(attrs.get("signed", 1)),
+                              bool(attrs.get("narrow", 0)))
+        q = np.clip(np.round(w.astype(np.float64) / 2.0 ** attrs["exp"]), lo, hi).astype(np.int64)
+        return IntTensor(q, attrs["exp"], int(max(abs(lo), abs(hi))))
+
+    # -- execution --------------------------------------------------------------------------
+    def run(self, x: np.ndarray) -> IntTensor:
+        """Evaluate on a batch in the graph's input layout (float values on the input grid)."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape[1:]:
+            raise TrigkitError(f"input has shape {list(x.shape[1:])} per event; the graph "
+                               f"expects {list(self.input_shape[1:])}")
+        env: dict[str, IntTensor | np.ndarray] = {self.input_name: x}
+        for op in self.ops:
+            args = [env[i] if i in env else self.constants[i] for i in op.inputs]
+            env[op.output] = _KERNELS[op.kind](op, *args)
+        out = env[self.output_name]
+        if not isinstance(out, IntTensor):
+            raise TrigkitError("the graph output is not quantised (no Quant node on the input?)")
+        return out
+
+    @staticmethod
+    def _op_quant(op: _Op, t) -> IntTensor:
+        a = op.attrs
+        lo, hi = quant_range(a["bits"], bool(a.get("signed", 1)), bool(a.get("narrow", 0)))
+        bound = int(max(abs(lo), abs(hi)))
+        if isinstance(t, IntTensor):
+            shift = a["exp"] - t.exp
+            x = t.ints
+            if shift > 0 and x.dtype.kind != "f" and t.bound < _EXACT_F32:
+                x = x.astype(np.float32)  # exact: |x| < 2**24, power-of-two scaling
+            q = _round_shift_any(x, shift)
+        else:  # the float graph input: must lie on the grid to be exact
+            x = np.asarray(t)
+            q = x if x.dtype.kind in "iu" and a["exp"] == 0 else np.round(
+                x.astype(np.float64) * 2.0 ** -a["exp"])
+        q = np.clip(q, lo, hi)
+        return IntTensor(q.astype(storage_dtype(bound), copy=False), a["exp"], bound)
+
+    @staticmethod
+    def _op_transpose(op: _Op, t: IntTensor) -> IntTensor:
+        if not isinstance(t, IntTensor):
+            return np.transpose(t, op.attrs["perm"])
+        return IntTensor(np.transpose(t.ints, op.attrs["perm"]), t.exp, t.bound)
+
+    @staticmethod
+    def _op_relu(op: _Op, t: IntTensor) -> IntTensor:
+        return IntTensor(np.maximum(t.ints, 0), t.exp, t.bound)
+
+    @staticmethod
+    def _op_flatten(op: _Op, t: IntTensor) -> IntTensor:
+        axis = op.attrs.get("axis", 1)
+        shape = t.ints.shape
+        return IntTensor(t.ints.reshape(int(np.prod(shape[:axis])), -1), t.exp, t.bound)
+
+    @staticmethod
+    def _op_reshape(op: _Op, t: IntTensor) -> IntTensor:
+        shape = list(op.attrs["shape"])
+        if shape and shape[0] in (1, -1, 0):
+            shape[0] = t.ints.shape[0]  # the batch dimension follows the input
+        return IntTensor(t.ints.reshape(shape), t.exp, t.bound)
+
+    @staticmethod
+    def _op_maxpool(op: _Op, t: IntTensor) -> IntTensor:
+        kh, kw = op.attrs["kernel_shape"]
+        sh, sw = op.attrs.get("strides", [kh, kw])
+        x = t.ints
+        _, h, w, _ = x.shape
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        y = None
+        for i in range(kh):
+            for j in range(kw):
+                part = x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                y = part.copy() if y is None else np.maximum(y, part, out=y)
+        return IntTensor(y, t.exp, t.bound)
+
+    @staticmethod
+    def _op_conv(op: _Op, t: IntTensor, w: IntTensor) -> IntTensor:
+        # NHWC input; channels-last weights (Cout, kh, kw, Cin)
+        kh, kw = op.attrs["kernel_shape"]
+        sh, sw = op.attrs.get("strides", [1, 1])
+        pads = op.attrs.get("pads", [0, 0, 0, 0])
+        x = t.ints
+        if any(pads):
+            x = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3]), (0, 0)))
+        n, _, _, c = x.shape
+        cout = w.ints.shape[0]
+        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+        ho, wo = win.shape[1], win.shape[2]
+        wmat = w.ints.reshape(cout, -1).T
+        bound = max(t.bound * int(np.abs(wmat).sum(axis=0).max(initial=0)), 1)
+        dtype = exact_dtype(bound)
+        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c).astype(dtype)
+        y = (cols @ wmat.astype(dtype)).reshape(n, ho, wo, cout)
+        return IntTensor(y, t.exp + w.exp, bound)
+
+    @staticmethod
+    def _op_matmul(op: _Op, t: IntTensor, w: IntTensor) -> IntTensor:
+        bound = max(t.bound * int(np.abs(w.ints).sum(axis=0).max(initial=0)), 1)
+        dtype = exact_dtype(bound)
+        x = t.ints.reshape(t.ints.shape[0], -1).astype(dtype, copy=False)
+        return IntTensor(x @ w.ints.astype(dtype), t.exp + w.exp, bound)
+
+
+_KERNELS = {
+    "Quant": IntegerGraph._op_quant, "Transpose": IntegerGraph._op_transpose,
+    "Relu": IntegerGraph._op_relu, "Flatten": IntegerGraph._op_flatten,
+    "Reshape": IntegerGraph._op_reshape, "MaxPool": IntegerGraph._op_maxpool,
+    "Conv": IntegerGraph._op_conv, "MatMul": IntegerGraph._op_matmul,
+}
+check_handlers("the integer reference", _KERNELS)
+
+
+class ReferenceModel:
+    """An exported model: ``predict`` runs the integer reference on hit images.
+
+    Images are given as the simulator stores them (N, 9, 384) — numpy arrays or an HDF5 file
+    path with a ``hits`` dataset — and are fed in the graph's own layout.
+    """
+
+    def __init__(self, onnx_path: str | Path, task: str = "", classes: list[str] | None = None):
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise TrigkitError(f"{self.path} not found; export the model first "
+                               "(trigkit export --model NAME)")
+        try:
+            import onnx
+
+            model = onnx.load(str(self.path))
+        except Exception as err:  # noqa: BLE001 - any parse failure is the same user error
+            raise TrigkitError(f"{self.path} is not a readable ONNX file ({err})") from None
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        self.graph = IntegerGraph(ModelWrapper(model))
+        self.task = task
+        self.classes = classes or []
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.input_shape[1:]
+
+    def to_graph_layout(self, images: np.ndarray) -> np.ndarray:
+        """(N, *image shape) as stored by the simulator -> (N, *graph input shape)."""
+        return graph_layout(images, self.input_shape)
+
+    def predict_int(self, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, int]:
+        """Integer outputs and their power-of-two exponent (value = y_int * 2**exp)."""
+        outs, exp = [], 0
+        for s in range(0, len(images), batch):
+            r = self.graph.run(self.to_graph_layout(images[s:s + batch]))
+            outs.append(r.ints.reshape(len(r.ints), -1).astype(np.int64))
+            exp = r.exp
+        if not outs:
+            return np.zeros((0, int(np.prod(self.graph.output_shape[1:]))), np.int64), 0
+        return np.concatenate(outs), exp
+
+    def predict(self, images: np.ndarray | str | Path, batch: int = 256) -> np.ndarray:
+        """Network outputs as float64 (logits for classifiers, values for regressors)."""
+        if isinstance(images, str | Path):
+            return np.concatenate(list(self._predict_file(Path(images), batch)) or [
+                np.zeros((0, int(np.prod(self.graph.output_shape[1:]))))])
+        y_int, exp = self.predict_int(images, batch)
+        return y_int.astype(np.float64) * 2.0**exp
+
+    def predict_proba(self, images: np.ndarray | str | Path) -> np.ndarray:
+        """Softmax class probabilities (classifiers)."""
+        logits = self.predict(images)
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def _predict_file(self, path: Path, batch: int):
+        with open_events_h5(path) as f:
+            hits = f["hits"]
+            for s in range(0, hits.shape[0], batch):
+                yield self.predict(hits[s:s + batch], batch)
+
+
+def load(model_dir: str | Path) -> ReferenceModel:
+    """Load an exported model from its build directory (``build/<name>``) or ONNX file."""
+    p = Path(model_dir)
+    onnx_path = p / ONNX_NAME if p.is_dir() else p
+    task, classes = "", None
+    report = onnx_path.parent / REPORT_JSON
+    if report.is_file():
+        info = json.loads(report.read_text())
+        task = info.get("task", "")
+        classes = info.get("classes")
+    return ReferenceModel(onnx_path, task=task, classes=classes)

@@ -1,0 +1,317 @@
+"""The QONNX -> da4ml replay: the integer graph traced into da4ml combinational logic.
+
+The lowered graph of :class:`trigkit.firmware.reference.IntegerGraph` is replayed op by op on
+da4ml's symbolic ``FixedVariableArray``. Every tensor is traced as *integers* with a
+power-of-two exponent kept on the Python side (value = int * 2**exp), exactly like the
+reference, so the traced logic computes the reference's integers bit for bit:
+
+=========  ===================================================================================
+op         traced as
+=========  ===================================================================================
+input      one ``input_bits``-bit integer per element: unsigned for images (hit images: 1 bit,
+           values 0/1), two's complement for signed table codes
+Quant      ``s = x * 2**-shift`` (free), clip ``s`` to ``[lo, hi]`` with max/min against
+           constants (no logic where the proven range already fits), round half to even (see
+           below); clipping first is exact (rounding is monotone and keeps integers) and keeps
+           the rounding adder as narrow as the output
+Conv       im2col from shifted slices, then one constant-matrix product per output position
+           against the integer (ternary) weights, ``(kh*kw*Cin, Cout)``
+MatMul     constant-matrix product against the integer weights ``(K, M)``
+MaxPool    element-wise max over the shifted slices of the window (OR for single bits)
+Relu       ``relu()``; Flatten / Reshape / Transpose: index bookkeeping only (no logic)
+=========  ===================================================================================
+
+Rounding. QONNX ``ROUND`` rounds half to even; da4ml only offers truncation (TRN) and half up
+(RND). Half to even is built from truncation: with ``q = floor(x / 2**k)`` and ``b = q & 1``,
+``round_half_even(x / 2**k) = floor((x + 2**(k-1) - 1 + b) / 2**k)`` for integer ``x`` and
+``k >= 1`` (the remainder ``r`` rounds up iff ``r > 2**(k-1)`` or ``r == 2**(k-1)`` and ``q`` is
+odd). ``b`` is one wire of ``x`` (bit ``k``), so this costs one small adder per element. Where the
+shift is <= 0, or da4ml proves the value already lies on the output grid, no rounding logic is
+emitted (nothing can round there). ``tests/test_rtl.py`` checks ties, negative ties and clipping
+at both ends against the reference.
+
+Max-pooling of single bits (the OR-pool of the hit image) is a plain OR; wider max-pools are
+balanced trees of comparators (log depth).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trigkit.core.errors import TrigkitError
+
+from .fixedpoint import quant_range
+from .layout import check_input_range
+from .ops import check_handlers
+from .reference import IntegerGraph, ReferenceModel
+
+
+def _fail(op, problem: str) -> TrigkitError:
+    return TrigkitError(f"{op.name}: {problem} (RTL tracer)")
+
+
+def _vars_of(arr) -> np.ndarray:
+    return arr._vars
+
+
+def _wrap(arr, vars_: np.ndarray):
+    from da4ml.trace import FixedVariableArray
+
+    return FixedVariableArray(vars_, arr.solver_options, hwconf=arr.hwconf)
+
+
+def _round_half_even_var(s):
+    """round(s), ties to even, for a da4ml variable ``s`` on a grid of 2**-k (k >= 0)."""
+    if s.low == s.high:  # a constant
+        return type(s).from_const(float(np.round(float(s.low))), hwconf=s.hwconf)
+    if s.step >= 1:  # already on the integer grid: nothing to round
+        return s
+    lsb = float(s.step)  # 2**-k, or coarser where da4ml proved the low bits zero
+    b = s.quantize(0, 1, 0)  # bit 0 of floor(s), i.e. q & 1 (two's complement wrap)
+    t = s + b * lsb + (0.5 - lsb)
+    k_, i_, _ = t.kif
+    # floor: drops the fraction. No wrap: t lies inside its own format (k_, i_), and so does
+    # floor(t) (da4ml clamps the requested i to i_ anyway)
+    return t.quantize(k_, i_, 0)
+
+
+def _quant(op, arr, exp: int):
+    """QONNX Quant (ROUND = half to even, then clip) on integer-valued variables.
+
+    The clip is applied before the rounding, on ``s = x * 2**-shift``: rounding is monotone
+    and maps the integers lo and hi to themselves, so ``round(clip(s, lo, hi)) ==
+    clip(round(s), lo, hi)`` exactly, and the rounding adder is only as wide as the clipped
+    value (a few bits) instead of the accumulator."""
+    a = op.attrs
+    lo, hi = quant_range(a["bits"], bool(a.get("signed", 1)), bool(a.get("narrow", 0)))
+    shift = a["exp"] - exp
+    flat = _vars_of(arr).ravel()
+    out = np.empty(flat.size, dtype=object)
+    for n, v in enumerate(flat):
+        s = v * 2.0**-shift  # a power-of-two scaling only moves the binary point (no logic)
+        s = s.max_of(lo) if s.low < lo else s
+        s = s.min_of(hi) if s.high > hi else s
+        if shift > 0:
+            s = _round_half_even_var(s)
+        # da4ml's interval of a rounded value may be one step looser than [lo, hi] (it does
+        # not know that the rounding of a clipped value stays inside), never off the grid
+        if s.step < 1 or s.low < lo - 1 or s.high > hi + 1:  # pragma: no cover
+            raise _fail(op, f"quantised range [{s.low}, {s.high}] step {s.step} is not on the "
+                        f"integer grid [{lo}, {hi}]")
+        out[n] = s
+    return _wrap(arr, out.reshape(arr.shape)), a["exp"]
+
+
+def _matmul_const(op, x, w: np.ndarray):
+    """x (rows, K) or (K,) @ integer constant w (K, M): one da4ml CMVM per row.
+
+    Like da4ml's own ``FixedVariableArray.matmul``, but a row whose inputs have the same ranges
+    and latencies as an earlier row reuses that row's adder graph instead of solving the same
+    CMVM problem again (all interior positions of a convolution): the solution depends on
+    nothing else, and solving dominates the trace time of large convolutions."""
+    from da4ml.cmvm import solve
+    from da4ml.types import QInterval
+
+    w = np.asarray(w, dtype=np.float64)
+    if x.shape[-1] != w.shape[0]:
+        raise _fail(op, f"inner dimensions differ: {x.shape} @ {w.shape}")
+    rows = _vars_of(x).reshape(-1, w.shape[0])
+    opts = dict(x.solver_options or {})
+    opts.pop("offload_fn", None)
+    opts.setdefault("adder_size", x.hwconf.adder_size)
+    opts.setdefault("carry_size", x.hwconf.carry_size)
+    mat = np.ascontiguousarray(w.astype(np.float32))
+    cache: dict[tuple, Any] = {}
+    out = []
+    for row in rows:
+        if any(v.low == v.high for v in row):  # constants (padding): da4ml's general path
+            out.append(_vars_of(_wrap(x, row) @ w))
+            continue
+        qints = tuple(QInterval(float(v.low), float(v.high), float(v.step)) for v in row)
+        lats = tuple(float(v.latency) for v in row)
+        sol = cache.get((qints, lats))
+        if sol is None:
+            sol = cache[(qints, lats)] = solve(mat, qintervals=list(qints),
+                                              latencies=list(lats), **opts)
+        out.append(np.asarray(sol(row), dtype=object))
+    shape = x.shape[:-1] + (w.shape[1],)
+    return _wrap(x, np.array(out, dtype=object).reshape(shape))
+
+
+def _is_bit(v) -> bool:
+    return v.low == 0 and v.high == 1 and v.step == 1 and v._factor > 0
+
+
+def _max2(a, b):
+    """max of two da4ml variables; a plain OR where both are single bits (0/1)."""
+    if _is_bit(a) and _is_bit(b):
+        return a | b
+    return a.max_of(b)
+
+
+def _max_tree(parts: list[np.ndarray]) -> np.ndarray:
+    """Element-wise max of equally shaped object arrays as a balanced tree (log depth)."""
+    while len(parts) > 1:
+        nxt = []
+        for n in range(0, len(parts) - 1, 2):
+            a, b = parts[n].ravel(), parts[n + 1].ravel()
+            nxt.append(np.array([_max2(u, v) for u, v in zip(a, b, strict=True)],
+                                dtype=object).reshape(parts[n].shape))
+        if len(parts) % 2:
+            nxt.append(parts[-1])
+        parts = nxt
+    return parts[0]
+
+
+def _maxpool(op, x):
+    a = op.attrs
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [kh, kw])
+    h, w, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise _fail(op, f"pool window {kh}x{kw} larger than its input {h}x{w}")
+    v = _vars_of(x)
+    parts = [v[i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+             for i in range(kh) for j in range(kw)]
+    return _wrap(x, _max_tree(parts))
+
+
+def _conv(op, x, w):
+    a = op.attrs
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    pads = a.get("pads", [0, 0, 0, 0])
+    v = _vars_of(x)
+    if any(pads):
+        v = np.pad(v, ((pads[0], pads[2]), (pads[1], pads[3]), (0, 0)), constant_values=0)
+        x = _wrap(x, v)  # zeros become da4ml constants (no logic)
+    h, wd, c = x.shape
+    cout = w.shape[0]
+    if w.shape[1:] != (kh, kw, c):
+        raise _fail(op, f"weights {w.shape} do not fit kernel {kh}x{kw} on {c} channels")
+    ho, wo = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise _fail(op, f"kernel {kh}x{kw} larger than its input {h}x{wd}")
+    cols = np.stack([_vars_of(x)[i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                     for i in range(kh) for j in range(kw)], axis=2)  # (ho, wo, kh*kw, c)
+    cols = _wrap(x, cols.reshape(ho * wo, kh * kw * c))
+    wmat = w.reshape(cout, kh * kw * c).T  # rows ordered (i, j, c) like the columns
+    return _matmul_const(op, cols, wmat).reshape(ho, wo, cout)
+
+
+def _trace_quant(op, t, exp: int, graph: IntegerGraph):
+    return _quant(op, t, exp)
+
+
+def _trace_relu(op, t, exp: int, graph: IntegerGraph):
+    return t.relu(), exp
+
+
+def _trace_maxpool(op, t, exp: int, graph: IntegerGraph):
+    if t.ndim != 3:
+        raise _fail(op, f"max-pool needs an (H, W, C) tensor, got shape {t.shape}")
+    return _maxpool(op, t), exp
+
+
+def _weights(op, graph: IntegerGraph):
+    w = graph.constants.get(op.inputs[1])
+    if w is None:
+        raise _fail(op, f"weights {op.inputs[1]} are not a quantised constant")
+    return w
+
+
+def _trace_conv(op, t, exp: int, graph: IntegerGraph):
+    w = _weights(op, graph)
+    if t.ndim != 3:
+        raise _fail(op, f"convolution needs an (H, W, C) tensor, got {t.shape}")
+    return _conv(op, t, w.ints), exp + w.exp
+
+
+def _trace_matmul(op, t, exp: int, graph: IntegerGraph):
+    w = _weights(op, graph)
+    if w.ints.ndim != 2:
+        raise _fail(op, f"MatMul weights must be a matrix, got {w.ints.shape}")
+    return _matmul_const(op, t.reshape(-1) if t.ndim != 1 else t, w.ints), exp + w.exp
+
+
+def _trace_flatten(op, t, exp: int, graph: IntegerGraph):
+    if op.attrs.get("axis", 1) != 1:
+        raise _fail(op, f"Flatten axis {op.attrs.get('axis')} (only 1, after the batch)")
+    return t.reshape(-1), exp
+
+
+def _trace_reshape(op, t, exp: int, graph: IntegerGraph):
+    target = list(op.attrs["shape"])
+    if not target or target[0] not in (1, -1, 0):
+        raise _fail(op, f"Reshape to {target} changes the batch axis")
+    return t.reshape(*[int(d) for d in target[1:]] or [-1]), exp
+
+
+def _trace_transpose(op, t, exp: int, graph: IntegerGraph):
+    perm = list(op.attrs.get("perm", []))
+    if not perm or perm[0] != 0:
+        raise _fail(op, f"Transpose perm {perm} moves the batch axis")
+    return t.transpose([p - 1 for p in perm[1:]]), exp
+
+
+#: How each op of trigkit.firmware.ops is traced: (op, tensor, exponent, graph) -> (out, exp).
+_TRACERS = {"Quant": _trace_quant, "Relu": _trace_relu, "MaxPool": _trace_maxpool,
+            "Conv": _trace_conv, "MatMul": _trace_matmul, "Flatten": _trace_flatten,
+            "Reshape": _trace_reshape, "Transpose": _trace_transpose}
+check_handlers("the RTL tracer", _TRACERS)
+
+
+def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None,
+                input_signed: bool = False):
+    """Trace ``graph`` with da4ml; returns ``(comb, out_exp)``.
+
+    ``comb`` is da4ml's ``CombLogic``: ``comb.predict(x)`` on inputs flattened in the graph's
+    input layout (without the batch axis, C order) gives the reference's integers, and
+    ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit integers
+    (exponent 0), unsigned (1 bit for hit images, the narrowest exact format for values 0/1) or
+    two's complement with ``input_signed``.
+    """
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+
+    if input_bits < 1 + int(input_signed):
+        raise TrigkitError(f"input_bits must be >= {1 + int(input_signed)}, got {input_bits}")
+    shape = tuple(int(d) for d in graph.input_shape[1:])
+    if not shape or any(d < 1 for d in shape):
+        raise TrigkitError(f"graph input shape {list(graph.input_shape)} has no fixed size")
+    inp = FixedVariableArrayInput(shape, solver_options=solver_options)
+    x = inp.quantize(k=int(input_signed), i=input_bits - int(input_signed), f=0)
+    env: dict[str, tuple[Any, int]] = {graph.input_name: (x, 0)}
+    for op in graph.ops:
+        missing = [i for i in op.inputs[:1] if i not in env]
+        if missing:
+            raise _fail(op, f"input {missing[0]} is not computed by an earlier node")
+        tracer = _TRACERS.get(op.kind)
+        if tracer is None:
+            raise _fail(op, f"op {op.kind} is not supported by the RTL tracer; supported: "
+                        + ", ".join(_TRACERS))
+        t, exp = env[op.inputs[0]]
+        env[op.output] = tracer(op, t, exp, graph)
+    if graph.output_name not in env:
+        raise TrigkitError(f"graph output {graph.output_name} is not computed by any node")
+    out, out_exp = env[graph.output_name]
+    comb = comb_trace(inp, out.ravel(), keep_dead_inputs=True)
+    return comb, out_exp
+
+
+def count_trace_mismatches(comb, ref: ReferenceModel, vectors_path: Path,
+                           input_bits: int = 1, input_signed: bool = False) -> tuple[int, int]:
+    """(mismatching vectors, vectors) of ``comb.predict`` against vectors.npz's ``y_int``."""
+    v = np.load(vectors_path)
+    x = ref.to_graph_layout(v["x"]).reshape(len(v["x"]), -1)
+    check_input_range(x.astype(np.int64), input_bits, input_signed,
+                       f"the RTL input ({vectors_path})")
+    y = comb.predict(x.astype(np.float64))
+    y_int = v["y_int"].reshape(len(y), -1)
+    if y.shape != y_int.shape:
+        raise TrigkitError(f"traced logic gives {y.shape[1]} outputs, {vectors_path} has "
+                           f"{y_int.shape[1]}")
+    return int(np.any(y != y_int, axis=1).sum()), len(y)

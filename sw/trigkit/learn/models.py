@@ -1,0 +1,286 @@
+"""Network builders: one topology per architecture kind, float (PyTorch) or ternary (Brevitas).
+
+Brevitas is imported inside the quantised builders: it takes seconds to import and float
+models do not need it. The quantised variants follow the rules that make the later export exact
+(../shared/TOOLCHAIN.md): binary input on its grid (unsigned 2-bit quantiser, scale 1), weights in
+{-1, 0, +1} x one power-of-two constant per tensor, unsigned activations with power-of-two
+scales, no biases, no batch norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trigkit.core.card import ModelCard
+from trigkit.core.errors import TrigkitError
+
+from .gan import Generator
+
+
+def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1,
+                         input_signed: bool = False):
+    from brevitas.quant.base import IntQuant, PerTensorConstScaling2bit, UintQuant
+    from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
+    from brevitas.quant.solver import ActQuantSolver
+    from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
+
+    in_bits = max(2, input_bits)
+
+    class BinaryInputQuant(UintQuant, PerTensorConstScaling2bit, ActQuantSolver):
+        """Integer input codes (hits: 0 or 1) on the grid of an unsigned quantiser of scale 1.
+
+        At least 2 bits: Brevitas exports a 1-bit quantiser as QONNX BipolarQuant (values
+        -1/+1), which is not what a hit image means.
+        """
+
+        bit_width = in_bits
+        scaling_const = float((1 << in_bits) - 1)
+        max_val = float((1 << in_bits) - 1)
+        min_val = 0.0
+
+    class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
+        """Ternary weights with a power-of-two scale (Brevitas' stock 0.1 is not exact)."""
+
+        scaling_const = weight_scale
+
+    class SignedInputQuant(IntQuant, PerTensorConstScaling2bit, ActQuantSolver):
+        """Signed integer input codes (standardised table features) on a scale-1 grid."""
+
+        bit_width = input_bits
+        scaling_const = float((1 << (input_bits - 1)) - 1)
+        max_val = float((1 << (input_bits - 1)) - 1)
+        min_val = -float(1 << (input_bits - 1))
+
+    class ActQuant(Uint8ActPerTensorFixedPoint):
+        """Unsigned activations, power-of-two scale learned from statistics."""
+
+        bit_width = act_bits
+
+    return (SignedInputQuant if input_signed else BinaryInputQuant), TernaryWeightQuant, ActQuant
+
+
+class _Layers:
+    """Factory of float or quantised layers with one interface."""
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+        self.quant = card.quant.is_quantised
+        if self.quant:
+            self.input_q, self.weight_q, self.act_q = _brevitas_quantisers(
+                card.quant.weight_scale, card.quant.act_bits, card.input_bits,
+                card.input_signed)
+
+    def input(self) -> nn.Module:
+        if not self.quant:
+            return nn.Identity()
+        import brevitas.nn as qnn
+
+        return qnn.QuantIdentity(act_quant=self.input_q, return_quant_tensor=True)
+
+    def _init_ternary(self, layer: nn.Module) -> None:
+        # Uniform in +-1.5 scale: about two thirds of the weights start non-zero.
+        s = self.card.quant.weight_scale
+        nn.init.uniform_(layer.weight, -1.5 * s, 1.5 * s)
+
+    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int], padding: str = "valid"
+             ) -> nn.Module:
+        if not self.quant:
+            return nn.Conv2d(c_in, c_out, kernel, padding=padding)
+        import brevitas.nn as qnn
+
+        if padding != "valid":
+            raise TrigkitError(f"{self.card.name}: ternary convolutions must use valid padding "
+                               "(padded convolutions are not supported by the exact export)")
+        layer = qnn.QuantConv2d(c_in, c_out, kernel, weight_quant=self.weight_q, bias=False,
+                                return_quant_tensor=True)
+        self._init_ternary(layer)
+        return layer
+
+    def linear(self, n_in: int, n_out: int, last: bool = False) -> nn.Module:
+        if not self.quant:
+            return nn.Linear(n_in, n_out)
+        import brevitas.nn as qnn
+
+        layer = qnn.QuantLinear(n_in, n_out, weight_quant=self.weight_q, bias=False,
+                                return_quant_tensor=not last)
+        self._init_ternary(layer)
+        return layer
+
+    def relu(self) -> nn.Module:
+        if not self.quant:
+            return nn.ReLU()
+        import brevitas.nn as qnn
+
+        return qnn.QuantReLU(act_quant=self.act_q, return_quant_tensor=True)
+
+
+def _conv_output_shape(shape: tuple[int, int], kernel, pool, padding: str = "valid"
+                       ) -> tuple[int, int]:
+    if padding == "same":
+        return shape[0] // pool[0], shape[1] // pool[1]
+    h = (shape[0] - kernel[0] + 1) // pool[0]
+    w = (shape[1] - kernel[1] + 1) // pool[1]
+    return h, w
+
+
+class ConvAutoencoder(nn.Module):
+    """Convolutional autoencoder for (C, H, W) images: conv + max-pool encoder, a dense
+    bottleneck, and a mirrored decoder (upsample + conv, leaky ReLU between, linear output).
+
+    Each image is divided by its brightest pixel first (:meth:`target`), so the network works
+    on values in [0, 1] whatever the image units (GeV or unit-sum normalised, where pixels of
+    1e-4 let the output ReLU die); it reconstructs that scaled image. The anomaly score is the
+    mean squared reconstruction error of the scaled image.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        c, h, w = shape
+        enc: list[nn.Module] = []
+        sizes, c_in = [], c
+        for c_out in channels:
+            enc += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            sizes.append((h, w))
+            enc.append(nn.MaxPool2d(2, ceil_mode=True))
+            h, w, c_in = -(-h // 2), -(-w // 2), c_out
+        self.code_shape = (c_in, h, w)
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c_in * h * w, latent_dim),
+                                     nn.ReLU())
+        self.expand = nn.Sequential(nn.Linear(latent_dim, c_in * h * w), nn.ReLU())
+        dec: list[nn.Module] = []
+        outs = [*reversed(channels[:-1]), c]
+        for c_out, size in zip(outs, reversed(sizes), strict=True):
+            dec += [nn.Upsample(size=size), nn.Conv2d(c_in, c_out, 3, padding=1),
+                    nn.LeakyReLU(0.01)]
+            c_in = c_out
+        self.decoder = nn.Sequential(*dec[:-1])  # linear output: it cannot die on sparse images
+
+    @staticmethod
+    def target(x: torch.Tensor) -> torch.Tensor:
+        """The image the network reconstructs: ``x`` divided by its brightest pixel."""
+        peak = x.flatten(1).amax(1).clamp_min(1e-12)
+        return x / peak.view(-1, *([1] * (x.dim() - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.expand(self.encoder(self.target(x))).view(-1, *self.code_shape)
+        return self.decoder(z)
+
+
+def reconstruction_target(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``model(x)`` reconstructs (the scaled image for ConvAutoencoder, else ``x``)."""
+    return model.target(x) if hasattr(model, "target") else x
+
+
+def anomaly_score(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-event mean squared reconstruction error (the autoencoder's anomaly score)."""
+    return ((model(x) - reconstruction_target(model, x)) ** 2).flatten(1).mean(1)
+
+
+def image_shape(card: ModelCard) -> tuple[int, int, int]:
+    """(C, H, W) of an image input; 2-D inputs have one channel."""
+    shape = tuple(card.data.input_shape)
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) != 3:
+        raise TrigkitError(f"{card.name}: {card.architecture.kind} needs 2-D or (C, H, W) "
+                           f"images, data.input_shape is {list(shape)}")
+    return shape
+
+
+def build_model(card: ModelCard) -> nn.Module:
+    """The network described by ``card`` (untrained, weights from the current torch seed)."""
+    a = card.architecture
+    if a.kind == "autoencoder":
+        return ConvAutoencoder(image_shape(card), tuple(a.channels), a.latent_dim)
+    if a.kind == "wgan":
+        return Generator(a.latent_dim, image_shape(card))
+    f = _Layers(card)
+    layers: list[nn.Module] = [f.input()]
+    if a.kind in ("l0_cnn", "cnn"):
+        if a.kind == "l0_cnn" and len(card.data.input_shape) != 2:
+            raise TrigkitError(f"{card.name}: l0_cnn needs 2-D images, data.input_shape is "
+                               f"{list(card.data.input_shape)}; use kind cnn for (C, H, W)")
+        c_in, h, w = image_shape(card)
+        if a.eta_pool > 1:
+            layers.append(nn.MaxPool2d((1, a.eta_pool)))  # OR of adjacent binary strips
+            w //= a.eta_pool
+        for c_out in a.channels:
+            layers.append(f.conv(c_in, c_out, tuple(a.kernel), a.padding))
+            if a.batchnorm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(f.relu())
+            h, w = _conv_output_shape((h, w), a.kernel, (1, 1), a.padding)
+            if tuple(a.pool) != (1, 1):
+                layers.append(nn.MaxPool2d(tuple(a.pool)))
+                h, w = h // a.pool[0], w // a.pool[1]
+            if h < 1 or w < 1:
+                raise TrigkitError(
+                    f"{card.name}: the convolutions shrink the {list(card.data.input_shape)} input "
+                    "to nothing; use fewer layers, smaller kernels or less pooling"
+                )
+            c_in = c_out
+        layers.append(nn.Flatten())
+        n = c_in * h * w
+    else:
+        layers.append(nn.Flatten())
+        n = math.prod(card.data.input_shape)
+    for width in a.dense:
+        layers.append(f.linear(n, width))
+        layers.append(f.relu())
+        if a.dropout > 0 and not f.quant:
+            layers.append(nn.Dropout(a.dropout))
+        n = width
+    layers.append(f.linear(n, card.n_outputs, last=True))
+    return nn.Sequential(*[m for m in layers if type(m) is not nn.Identity])
+
+
+def to_input(images: torch.Tensor | object, card: ModelCard) -> torch.Tensor:
+    """Inputs (N, *input_shape) -> float tensor in the network's layout ((N, C, H, W) for
+    convolutional networks; 2-D images get one channel)."""
+    x = torch.as_tensor(images).float()
+    if card.architecture.kind in ("l0_cnn", "cnn", "autoencoder", "wgan") and x.ndim == 3:
+        x = x.unsqueeze(1)
+    return x
+
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensors of convolutions and dense layers (what goes into firmware)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (weights, biases, batch-norm affine)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def weight_memory_bits(model: nn.Module, card: ModelCard) -> int:
+    """Bits to store the network's parameters: weights at their bit width, the rest at 32."""
+    n_weights = sum(w.numel() for w in weight_tensors(model))
+    return n_weights * card.quant.weight_bits + (count_parameters(model) - n_weights) * 32
+
+
+def runtime_quant_state(model: nn.Module) -> dict[str, dict]:
+    """Brevitas' runtime-statistics scale state, which ``state_dict`` leaves out.
+
+    Activation scales are first collected from statistics over a number of training steps;
+    the step counter and the running buffer are not in the state dict, and loading one switches
+    statistics collection off. Saving them keeps a resumed run identical to an uninterrupted one.
+    """
+    return {
+        name: {"counter": int(mod.counter), "buffer": mod.buffer.detach().clone()}
+        for name, mod in model.named_modules()
+        if hasattr(mod, "counter") and hasattr(mod, "buffer")
+    }
+
+
+def restore_runtime_quant_state(model: nn.Module, state: dict[str, dict]) -> None:
+    """Undo what ``load_state_dict`` assumed about statistics collection (see above)."""
+    modules = dict(model.named_modules())
+    for name, st in state.items():
+        mod = modules[name]
+        mod.counter = st["counter"]
+        with torch.no_grad():
+            mod.buffer.copy_(st["buffer"])
