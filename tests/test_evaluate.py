@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from trigkit import plots
+from trigkit.core import plots
 from trigkit.l0.baseline import turn_on
 from trigkit.learn.metrics import (
     accuracy,
