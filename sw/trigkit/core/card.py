@@ -388,7 +388,7 @@ class ModelCard:
             if self.architecture.kind not in ("l0_cnn", "cnn", "mlp"):
                 raise ConfigError(f"architecture.kind {self.architecture.kind} has no ternary "
                                   "version; use quant.weights: float")
-            if self.data.input_format != "hits" and self.data.input_bits < 1:
+            if not self._format.binary and self.data.input_bits < 1:
                 raise ConfigError("a quantised model of non-binary inputs needs data.input_bits "
                                   "(integer input codes for an exact firmware input)")
             if self.input_signed and self.data.input_bits < 2:
@@ -405,15 +405,20 @@ class ModelCard:
         return 0 if self.task in ("anomaly", "generative") else 1
 
     @property
+    def _format(self) -> registry.InputFormat:
+        return registry.input_format(self.data.input_format)
+
+    @property
     def input_bits(self) -> int:
-        """Width of one input code in firmware (1 for binary hit images)."""
-        return self.data.input_bits if self.data.input_format != "hits" else 1
+        """Width of one input code in firmware (1 for binary inputs such as hit images)."""
+        return 1 if self._format.binary else self.data.input_bits
 
     @property
     def input_signed(self) -> bool:
-        """Whether input codes are signed (two's complement): table features, centred on 0 so
-        that bias-free ternary layers see "average" as zero; images and hits are unsigned."""
-        return self.data.input_format == "table" and self.data.input_bits > 0
+        """Whether input codes are signed (two's complement): formats with signed codes (table
+        features, centred on 0 so that bias-free ternary layers see "average" as zero);
+        images and hits are unsigned."""
+        return self._format.signed_codes and self.data.input_bits > 0
 
     @property
     def input_range(self) -> tuple[int, int]:

@@ -57,7 +57,8 @@ class InputFormat:
     refuses card settings the format cannot serve (ConfigError); ``test_vectors(card, n,
     seed)`` gives the firmware checks' input vectors (None: the test split's first ``n``
     events plus generic edge cases); ``file_suffixes`` claim data files for this format under
-    ``format: auto``.
+    ``format: auto``. ``binary``: inputs are single bits (0/1) and need no ``input_bits``;
+    ``signed_codes``: integer input codes are two's complement (centred features).
     """
 
     name: str
@@ -66,6 +67,8 @@ class InputFormat:
     check_data: Callable[[Any], None] | None = None
     test_vectors: Callable[[Any, int, int], Any] | None = None
     file_suffixes: tuple[str, ...] = ()
+    binary: bool = False
+    signed_codes: bool = False
 
 
 _SOURCES: dict[str, DataSource] = {}

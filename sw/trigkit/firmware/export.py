@@ -122,7 +122,7 @@ def make_vectors(card: ModelCard, n_events: int, seed: int) -> np.ndarray:
 
 
 def write_vectors(path: Path, x: np.ndarray, y_int: np.ndarray, y_exp: int) -> Path:
-    """vectors.npz as in CONTRACT.md: x, y_int, y_exp, y = y_int * 2**y_exp (float64)."""
+    """vectors.npz as in sw/docs/files.md: x, y_int, y_exp, y = y_int * 2**y_exp (float64)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, x=x, y_int=y_int, y_exp=np.int64(y_exp),
                             y=y_int.astype(np.float64) * 2.0**y_exp)

@@ -135,4 +135,4 @@ def hit_test_vectors(card: ModelCard, n_events: int, seed: int) -> np.ndarray:
 
 registry.register_source(registry.DataSource("simulate", "hits", simulated_file))
 registry.register_format(registry.InputFormat(
-    "hits", load_hits, check_data=check_hit_classes, test_vectors=hit_test_vectors))
+    "hits", load_hits, check_data=check_hit_classes, test_vectors=hit_test_vectors, binary=True))

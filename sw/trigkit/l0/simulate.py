@@ -425,7 +425,7 @@ def write_h5(
 ) -> Path:
     """Simulate straight into an HDF5 file (streamed by chunk, written atomically).
 
-    Datasets as in CONTRACT.md: ``hits`` (N, 9, 384) uint8, ``label`` and the truth arrays;
+    Datasets as in sw/docs/files.md: ``hits`` (N, 9, 384) uint8, ``label`` and the truth arrays;
     the configuration (YAML), sample, seed and trigkit version are file attributes. The file
     is byte-for-byte reproducible for the same arguments.
     """

@@ -2,7 +2,7 @@
 
 Brevitas is imported inside the quantised builders: it takes seconds to import and float
 models do not need it. The quantised variants follow the rules that make the later export exact
-(../shared/TOOLCHAIN.md): binary input on its grid (unsigned 2-bit quantiser, scale 1), weights in
+(sw/docs/training.md): binary input on its grid (unsigned 2-bit quantiser, scale 1), weights in
 {-1, 0, +1} x one power-of-two constant per tensor, unsigned activations with power-of-two
 scales, no biases, no batch norm.
 """

@@ -213,6 +213,7 @@ for _name, _fmt in (("jets", "jet_images"), ("monojet", "table"), ("electrons", 
     registry.register_source(registry.DataSource(_name, _fmt, generated_file))
 registry.register_format(registry.InputFormat("jet_images", load_jet_images,
                                               prepare_file=converted_jet_file))
-registry.register_format(registry.InputFormat("table", load_table, file_suffixes=TABLE_SUFFIXES))
+registry.register_format(registry.InputFormat("table", load_table, file_suffixes=TABLE_SUFFIXES,
+                                              signed_codes=True))
 registry.register_format(registry.InputFormat("histograms", load_histograms))
 registry.register_augmentation("jet_symmetries", "jet_images", augment)

@@ -216,7 +216,7 @@ def write_markdown(out_dir: Path, description: str = "") -> Path:
                              render_markdown(read_report(out_dir), description))
 
 
-#: FPGA anchors from ../shared/PHYSICS.md (LUTs, latency in ns), drawn on the summary plot.
+#: Published FPGA anchors (LUTs, latency in ns), drawn on the summary plot.
 ANCHORS = [
     ("NN pT regression, ATLAS RPC toy (Ospanov et al. 2022): 122 ns", 5_000),
     ("distilled student CNN, 9x16 window (hls4ml/Vitis est.): 595 ns", 118_739),
