@@ -3,6 +3,8 @@ precisions, refusals, cache. One model, compiled once per session (about 15 s on
 
 import copy
 import re
+import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ from trigkit.core.card import ModelCard
 from trigkit.core.config import from_dict
 from trigkit.core.errors import TrigkitError
 from trigkit.firmware.export import brevitas_to_qonnx, clean_qonnx
-from trigkit.firmware.hls import build_hls_project
+from trigkit.firmware.hls import build_hls_project, built_here
 from trigkit.firmware.hls_precision import (
     check_hls_compatible,
     hls_config_from_qonnx,
@@ -200,6 +202,25 @@ def test_second_build_comes_from_the_cache(tiny, tmp_path):
     copy_ = build_hls_project(tiny["onnx"], tmp_path / "prj", cache_dir=tiny["root"] / "cache")
     assert copy_.from_cache
     assert np.array_equal(copy_.predict(tiny["x"][:50]), tiny["y_qonnx"][:50])
+
+
+def test_a_library_not_built_here_is_rebuilt_never_loaded(tiny, tmp_path):
+    """A project handed over with a stamp that matches but a library this machine did not
+    compile (here: one whose loading would write a marker file) is rebuilt, not loaded."""
+    src = tmp_path / "evil.c"
+    marker = tmp_path / "loaded"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void hit(void) {\n'
+                   f'  FILE *f = fopen("{marker}", "w"); if (f) fclose(f);\n}}\n')
+    handed = tmp_path / "handed"
+    shutil.copytree(tiny["project"].out_dir, handed)
+    library = handed / tiny["project"].library.relative_to(tiny["project"].out_dir)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(src)], check=True)
+    assert library.is_file() and not built_here(library, tiny["project"].graph_hash)
+    project = build_hls_project(tiny["onnx"], handed)
+    assert not marker.exists()
+    assert not project.from_cache  # rebuilt from the ONNX graph
+    assert np.array_equal(project.predict(tiny["x"][:50]), tiny["y_qonnx"][:50])
+    assert build_hls_project(tiny["onnx"], handed).from_cache  # now it was built here
 
 
 def test_predict_refuses_wrong_shapes(tiny):

@@ -120,13 +120,15 @@ def baseline(
     writes roads_<mode>.json, baseline.json, baseline.md and plots/*.png to OUT.
     With --input: write each event's decision and region-of-interest column to OUT/decisions.npz.
     """
-    sim_cfg = (studies.file_sim_config(input_file) if input_file is not None
-               else studies.sim_config(config, set_, noise, efficiency))
+    data = None
+    if input_file is not None:  # checked and read before the roads are calibrated
+        sim_cfg, data = studies.read_baseline_input(input_file)
+    else:
+        sim_cfg = studies.sim_config(config, set_, noise, efficiency)
     roads_by_mode = studies.baseline_roads(mode, sim_cfg, out, threshold, target_eff,
                                            calib_events, roads, progress, say=typer.echo)
-    if input_file is not None:
-        path = studies.baseline_decisions(input_file, sim_cfg, roads_by_mode, out,
-                                          say=typer.echo)
+    if data is not None:
+        path = studies.baseline_decisions(data, sim_cfg, roads_by_mode, out, say=typer.echo)
         typer.echo(f"wrote {path}")
         return
     typer.echo(studies.baseline_study(sim_cfg, roads_by_mode, out, turn_on_events,

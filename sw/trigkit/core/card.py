@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,9 @@ from .config import apply_overrides, from_dict, load_yaml, require_range, to_dic
 from .errors import ConfigError, TrigkitError
 from .paths import MODELS_DIR
 
+#: An FPGA part name (e.g. ``xcvu13p-flga2577-2-e``): it goes into vendor Tcl scripts, so only
+#: letters, digits and dashes are accepted.
+PART_PATTERN = re.compile(r"[a-z][a-z0-9]{2,31}(-[a-z0-9]{1,16}){0,5}")
 #: Default models built by ``make train`` (in dependency order: teachers first).
 DEFAULT_MODELS = ("l0_pointing_f32", "l0_pointing_tnn", "l0_vertex_f32", "l0_vertex_tnn")
 
@@ -278,7 +282,7 @@ class TrainSpec:
     loss: Literal["auto", "cross_entropy", "huber", "mse"] = "auto"
     huber_delta: float = 1.0
     distill: DistillSpec | None = None
-    max_minutes: float = 10.0
+    max_minutes: float = 120.0
     threads: int = 2
     decorrelate: str = "jet_mass"
     disco_lambda: float = 0.0
@@ -350,6 +354,10 @@ class HardwareSpec:
     latency_cutoff_ns: float = 100.0
 
     def validate(self) -> None:
+        if not PART_PATTERN.fullmatch(self.part):
+            raise ConfigError(f"hardware.part {self.part!r} is not an FPGA part name (lower-case "
+                              "letters and digits in dash-separated groups, e.g. "
+                              "xcvu13p-flga2577-2-e)")
         require_range("hardware.clock_ns", self.clock_ns, 0.0, lo_open=True)
         require_range("hardware.latency_cutoff_ns", self.latency_cutoff_ns, 0.0, lo_open=True)
 
@@ -475,5 +483,5 @@ def load_card(name_or_path: str | Path, models_dir: Path = MODELS_DIR) -> ModelC
         )
     try:
         return from_dict(ModelCard, data)
-    except TypeError as err:  # a required key (name, task) is missing
-        raise ConfigError(f"model card {path}: {err}; required keys: name, task") from None
+    except ConfigError as err:
+        raise ConfigError(f"model card {path}: {err}") from None

@@ -92,6 +92,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             f"unknown key {prefix}{unknown[0]}; allowed keys{' in ' + where if where else ''}: "
             + ", ".join(sorted(fields))
         )
+    missing = [f.name for f in fields.values() if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"missing required key {prefix}{missing[0]}"
+                          + (f" in {where}" if where else ""))
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():

@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 from tqdm import tqdm
 
-from .errors import TrigkitError
+from .errors import TrigkitError, one_line
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -81,19 +81,35 @@ def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> Path:
 def open_events_h5(path: str | os.PathLike, need: tuple[str, ...] = ("hits",)):
     """Open an event HDF5 file for reading, with clear errors if it is missing, unreadable or
     lacks one of the datasets in ``need``."""
-
     p = Path(path)
     if not p.is_file():
         raise TrigkitError(f"input file {p} not found")
     try:
         f = h5py.File(p, "r")
-    except OSError as err:
-        raise TrigkitError(f"{p} is not a readable HDF5 file ({err})") from None
-    missing = [k for k in need if k not in f]
+    except Exception as err:  # noqa: BLE001 - h5py raises several types for damaged files
+        raise TrigkitError(f"{p} is not a readable HDF5 file ({one_line(err)})") from None
+    try:
+        missing = [k for k in need if k not in f or not isinstance(f[k], h5py.Dataset)]
+    except Exception as err:  # noqa: BLE001 - a damaged group table
+        f.close()
+        raise TrigkitError(f"{p} is damaged ({one_line(err)})") from None
     if missing:
         f.close()
         raise TrigkitError(f"{p} has no {missing[0]!r} dataset; is it a trigkit event file?")
     return f
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn any failure while reading ``path`` (a damaged dataset, a bad chunk, a value of
+    the wrong kind) into one clear TrigkitError naming the file."""
+    try:
+        yield
+    except TrigkitError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise TrigkitError(f"{path} is damaged or not in the expected layout "
+                           f"({type(err).__name__}: {one_line(err)})") from None
 
 
 def chunk_progress(chunks: Iterator, total: int, enabled: bool, unit: str = "ev",

@@ -34,6 +34,9 @@ COMMON_HDL = SOURCE_ROOT / "hw" / "common"
 #: The cocotb testbenches (``TRIGKIT_SIM_DIR`` overrides).
 SIM_DIR = Path(os.environ.get("TRIGKIT_SIM_DIR", SOURCE_ROOT / "sim"))
 
+#: Per-user cache outside the project (records of what this machine built itself).
+USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trigkit"
+
 ONNX_NAME = "model.qonnx.onnx"
 VECTORS_NAME = "vectors.npz"
 REPORT_JSON = "report.json"

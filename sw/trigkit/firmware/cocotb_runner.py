@@ -27,7 +27,7 @@ from pathlib import Path
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import RTL_JSON, SIM_DIR, ModelFiles
 
-from .layout import load_rtl_info, rtl_sources
+from .layout import load_rtl_info, load_vectors, rtl_sources
 
 TB_MODULE = "tb_trigkit_top"
 TESTS = ("stream", "random_gaps", "reset_mid_stream")
@@ -137,6 +137,7 @@ def run_cocotb(name: str, hw_dir: str | Path, vectors_path: str | Path,
     if not vectors_path.is_file():
         raise TrigkitError(f"{vectors_path} not found; export the model first "
                            f"(trigkit export --model {name})")
+    load_vectors(vectors_path)  # refuse a damaged file before the Verilator build
     unknown = set(tests) - set(TESTS)
     if unknown:
         raise TrigkitError(f"unknown testbench(es) {sorted(unknown)}; available: {TESTS}")

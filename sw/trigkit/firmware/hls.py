@@ -3,7 +3,9 @@ derived from the graph's quantisers (:mod:`trigkit.firmware.hls_precision`).
 
 Compiled projects are cached by a hash of the ONNX bytes, io_type, part, clock, hls4ml version and
 the derived config (``trigkit_hls.json`` in the project directory). A cache hit loads the compiled
-shared library through ctypes, like hls4ml does, without converting or compiling anything.
+shared library through ctypes, like hls4ml does, without converting or compiling anything, but
+only a library this machine compiled itself: its SHA-256 must be recorded, with the same key, in
+the per-user cache (``~/.cache/trigkit/hls_built/``); anything else is rebuilt, never loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from trigkit.core.errors import TrigkitError
+from trigkit.core.io import write_text_atomic
+from trigkit.core.paths import USER_CACHE
 
 from .hls_precision import hls_config_from_qonnx, quiet_hls4ml
 
@@ -32,6 +36,8 @@ STAMP_FILE = "trigkit_hls.json"
 LOG_FILE = "trigkit_hls.log"
 #: HLS project (top function) name.
 PROJECT_NAME = "trigkit_nn"
+#: Records of the libraries this machine compiled (one file per library, named by its SHA-256).
+BUILT_HERE = USER_CACHE / "hls_built"
 #: Copy of the converted ONNX graph kept in the project directory.
 ONNX_COPY = "trigkit_model.onnx"
 
@@ -138,12 +144,36 @@ class HLSProject:
                 f"io_type={self.io_type!r}, from_cache={self.from_cache})")
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _record_built(library: Path, key: str) -> None:
+    """Remember (outside the project, per user) that this machine compiled ``library``."""
+    BUILT_HERE.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(BUILT_HERE / _file_sha256(library), key + "\n")
+
+
+def built_here(library: Path, key: str) -> bool:
+    """Whether ``library`` is, byte for byte, a library this machine compiled for ``key``: a
+    project directory handed over by someone else is rebuilt, never loaded into the process."""
+    record = BUILT_HERE / _file_sha256(library)
+    return record.is_file() and record.read_text().strip() == key
+
+
 def _read_stamp(out_dir: Path, key: str) -> dict | None:
     try:
         stamp = json.loads((out_dir / STAMP_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if stamp.get("hash") != key or not (out_dir / stamp.get("library", "")).is_file():
+    if not isinstance(stamp, dict) or stamp.get("hash") != key:
+        return None
+    library = out_dir / str(stamp.get("library", ""))
+    if not library.is_file() or not built_here(library, key):
         return None
     return stamp
 
@@ -190,9 +220,8 @@ def build_hls_project(onnx_path: Path, out_dir: Path, io_type: str = "io_paralle
         "input_shape": list(inp[1:]), "output_shape": list(outp[1:]),
         "onnx": str(onnx_path), "config": cfg,
     }
-    tmp = out_dir / (STAMP_FILE + ".tmp")
-    tmp.write_text(json.dumps(stamp, indent=1, default=str))
-    os.replace(tmp, out_dir / STAMP_FILE)
+    _record_built(library, key)
+    write_text_atomic(out_dir / STAMP_FILE, json.dumps(stamp, indent=1, default=str))
     seconds = time.perf_counter() - t0
     if cache_dir is not None:
         cached = Path(cache_dir) / key[:16]

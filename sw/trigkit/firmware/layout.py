@@ -6,12 +6,13 @@ layouts), the Verilog source list, the graph input layout of the data, and the p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from trigkit.core.card import code_range
-from trigkit.core.errors import TrigkitError
+from trigkit.core.errors import TrigkitError, one_line
 from trigkit.core.paths import COMMON_HDL, RTL_JSON
 
 #: Name of the per-model adapter module that ``trigkit_top`` instantiates.
@@ -96,3 +97,31 @@ def unpack_outputs(words: list[int], layout: dict) -> np.ndarray:
                 v -= 1 << w
             out[e, j] = v << shift
     return out
+
+
+def load_vectors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """vectors.npz (``x``, ``y_int``, ``y_exp``, ``y``; sw/docs/files.md), checked: readable
+    without pickles, every array present, one output row per input, integer outputs whose values
+    equal ``y_int * 2**y_exp``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrigkitError(f"{path} not found; export the model first (trigkit export)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            v = {k: npz[k] for k in ("x", "y_int", "y_exp", "y") if k in npz.files}
+    except Exception as err:  # noqa: BLE001 - zip, pickle and format errors alike
+        raise TrigkitError(f"{path} is not a readable vectors file "
+                           f"({type(err).__name__}: {one_line(err)})") from None
+    missing = [k for k in ("x", "y_int", "y_exp", "y") if k not in v]
+    if missing:
+        raise TrigkitError(f"{path} has no {missing[0]!r} array; export the model again")
+    x, y_int, y_exp, y = v["x"], v["y_int"], v["y_exp"], v["y"]
+    if x.ndim < 2 or len(x) == 0 or len(y_int) != len(x) or y.shape != y_int.shape:
+        raise TrigkitError(f"{path}: {len(x)} inputs of shape {list(x.shape[1:])} but outputs "
+                           f"y_int {list(y_int.shape)} and y {list(y.shape)}; export again")
+    if x.dtype.kind not in "iub" or y_int.dtype.kind not in "iu" or y_exp.dtype.kind not in "iu":
+        raise TrigkitError(f"{path}: x, y_int and y_exp must be integer arrays (got {x.dtype}, "
+                           f"{y_int.dtype}, {y_exp.dtype})")
+    if not np.array_equal(y_int.astype(np.float64) * 2.0 ** y_exp.astype(np.float64), y):
+        raise TrigkitError(f"{path}: y differs from y_int * 2**y_exp; the file is damaged")
+    return v

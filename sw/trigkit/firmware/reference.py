@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import open_events_h5
+from trigkit.core.io import open_events_h5, reading
 from trigkit.core.paths import ONNX_NAME, REPORT_JSON
 
 from .fixedpoint import po2_exponent, quant_range, round_shift
@@ -314,8 +314,9 @@ class ReferenceModel:
         return z / z.sum(axis=1, keepdims=True)
 
     def _predict_file(self, path: Path, batch: int):
-        with open_events_h5(path) as f:
+        with open_events_h5(path) as f, reading(path):
             hits = f["hits"]
+            self.to_graph_layout(np.zeros((1, *hits.shape[1:]), np.uint8))  # fits, or refused
             for s in range(0, hits.shape[0], batch):
                 yield self.predict(hits[s:s + batch], batch)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import RTL_JSON, VECTORS_NAME, ModelFiles
 
-from .layout import COMMON_SOURCES, CORE_MODULE, VERILATOR_CONTROL
+from .layout import COMMON_SOURCES, CORE_MODULE, VERILATOR_CONTROL, load_vectors
 from .reference import ReferenceModel
 from .trace import count_trace_mismatches, trace_graph
 
@@ -196,6 +196,8 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
     out_dir = Path(out_dir) if out_dir is not None else ModelFiles(name).hw
     if vectors_path is None and (onnx_path.parent / VECTORS_NAME).is_file():
         vectors_path = onnx_path.parent / VECTORS_NAME
+    if vectors_path is not None:
+        load_vectors(vectors_path)  # a damaged file is refused before the (long) trace
     timings: dict[str, float] = {}
     ref, comb, out_exp, (mismatches, n_vectors) = _trace_checked(
         name, onnx_path, vectors_path, input_bits, input_signed, solver_options, timings)

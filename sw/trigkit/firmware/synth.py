@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trigkit.core.card import PART_PATTERN
 from trigkit.core.errors import TrigkitError
 
 from .layout import load_rtl_info, rtl_sources
@@ -126,24 +127,51 @@ def vivado_available() -> bool:
     return shutil.which("vivado") is not None
 
 
+def tcl_word(value: str, what: str) -> str:
+    """``value`` as one literal Tcl word in braces (no substitution happens inside), refusing
+    characters that could end the braces or continue the line."""
+    if not value or any(c in value for c in "{}\\\n\r\0"):
+        raise TrigkitError(f"{what} {value!r} cannot be passed to Tcl safely (braces, "
+                           "backslashes or line breaks); rename it")
+    return "{" + value + "}"
+
+
+def vivado_tcl(files: list[Path], top: str, part: str, clock_ns: float,
+               parameters: dict[str, int]) -> str:
+    """The out-of-context synthesis script. Nothing from a card or rtl.json goes into it
+    unchecked: the part must be a part name, the top an identifier, parameters integers, the
+    clock a positive number, and file names are quoted as literal words."""
+    if not PART_PATTERN.fullmatch(part):
+        raise TrigkitError(f"FPGA part {part!r} is not a part name (e.g. xcvu13p-flga2577-2-e)")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top):
+        raise TrigkitError(f"top module {top!r} is not a Verilog identifier")
+    if not (isinstance(clock_ns, int | float) and math.isfinite(clock_ns) and clock_ns > 0):
+        raise TrigkitError(f"clock period {clock_ns!r} must be a positive number of ns")
+    generics = []
+    for k, v in parameters.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", k) or isinstance(v, bool) or not isinstance(
+                v, int):
+            raise TrigkitError(f"parameter {k}={v!r} of rtl.json is not NAME=integer")
+        generics.append(f"-generic {k}={v}")
+    return "\n".join([
+        *[f"read_verilog -sv {tcl_word(str(f.resolve()), 'Verilog file')}" for f in files],
+        f"synth_design -top {top} -part {part} -mode out_of_context {' '.join(generics)}",
+        f"create_clock -period {float(clock_ns)!r} -name clk [get_ports clk]",
+        "report_utilization -file util.rpt",
+        "report_timing_summary -file timing.rpt",
+    ]) + "\n"
+
+
 def synth_vivado(hw_dir: Path, part: str, clock_ns: float, timeout_s: int = 7200) -> dict:
     """Out-of-context Vivado synthesis (only where ``vivado`` is on PATH): utilisation and
     worst setup slack at the card's clock."""
+    info = load_rtl_info(hw_dir)
+    tcl = vivado_tcl(verilog_sources(hw_dir), info.get("top", "trigkit_top"), part, clock_ns,
+                     info.get("parameters", {}))
     if not vivado_available():
         raise TrigkitError("vivado is not on PATH: vendor synthesis skipped")
-    info = load_rtl_info(hw_dir)
-    top = info.get("top", "trigkit_top")
-    files = verilog_sources(hw_dir)
-    generics = " ".join(f"-generic {k}={v}" for k, v in info.get("parameters", {}).items())
     with tempfile.TemporaryDirectory(prefix="trigkit_vivado_") as tmp:
         work = Path(tmp)
-        tcl = "\n".join([
-            *[f"read_verilog -sv {{{f.resolve()}}}" for f in files],
-            f"synth_design -top {top} -part {part} -mode out_of_context {generics}",
-            f"create_clock -period {clock_ns} -name clk [get_ports clk]",
-            "report_utilization -file util.rpt",
-            "report_timing_summary -file timing.rpt",
-        ]) + "\n"
         (work / "synth.tcl").write_text(tcl)
         proc = subprocess.run(["vivado", "-mode", "batch", "-nojournal", "-nolog", "-source",
                                "synth.tcl"], cwd=work, capture_output=True, text=True,

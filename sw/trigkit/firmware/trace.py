@@ -44,7 +44,7 @@ import numpy as np
 from trigkit.core.errors import TrigkitError
 
 from .fixedpoint import quant_range
-from .layout import check_input_range
+from .layout import check_input_range, load_vectors
 from .ops import check_handlers
 from .reference import IntegerGraph, ReferenceModel
 
@@ -305,7 +305,7 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
 def count_trace_mismatches(comb, ref: ReferenceModel, vectors_path: Path,
                            input_bits: int = 1, input_signed: bool = False) -> tuple[int, int]:
     """(mismatching vectors, vectors) of ``comb.predict`` against vectors.npz's ``y_int``."""
-    v = np.load(vectors_path)
+    v = load_vectors(vectors_path)
     x = ref.to_graph_layout(v["x"]).reshape(len(v["x"]), -1)
     check_input_range(x.astype(np.int64), input_bits, input_signed,
                        f"the RTL input ({vectors_path})")

@@ -17,10 +17,11 @@ from trigkit.core.cache import cached_file
 from trigkit.core.card import DataSpec, ModelCard
 from trigkit.core.config import apply_overrides
 from trigkit.core.errors import ConfigError, TrigkitError
-from trigkit.core.io import open_events_h5
+from trigkit.core.io import open_events_h5, reading
 from trigkit.learn.data import STREAM_ABOVE_BYTES, Split, class_targets, split_indices
 
 from .detector import LABELS, SimConfig
+from .events import check_hit_file, read_hits
 from .simulate import simulate, write_h5
 
 
@@ -71,18 +72,21 @@ def _hit_targets(card: ModelCard, f) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_hits(card: ModelCard, path: Path, streaming: bool | None) -> dict[str, Split]:
-    with open_events_h5(path) as f:
+    """Hit images (in memory, or streamed when large) split by blocks, with their targets."""
+    with open_events_h5(path) as f, reading(path):
         shape = tuple(f["hits"].shape[1:])
         if shape != tuple(card.data.input_shape):
             raise TrigkitError(
                 f"model card {card.name} expects input_shape {list(card.data.input_shape)} but "
                 f"{path} holds images of shape {list(shape)}; fix data.input_shape or the data"
             )
-        n = f["hits"].shape[0]
+    info = check_hit_file(path, shape=card.data.input_shape)
+    with open_events_h5(path) as f, reading(path):
         target, usable = _hit_targets(card, f)
         if streaming is None:
             streaming = f["hits"].size * f["hits"].dtype.itemsize > STREAM_ABOVE_BYTES
-        hits = None if streaming else f["hits"][()]
+        hits = None if streaming else read_hits(path, f)
+    n = info.n_events
     parts = split_indices(n, card.data.split, card.data.split_seed)
     splits = {}
     for name, idx in parts.items():

@@ -19,7 +19,7 @@ import yaml
 
 from trigkit import __version__
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import atomic_path, check_output_path, chunk_progress, open_events_h5
+from trigkit.core.io import atomic_path, check_output_path, chunk_progress
 
 from .detector import LABELS, SAMPLES, DetectorConfig, GeneratorConfig, SimConfig
 
@@ -458,19 +458,3 @@ def write_h5(
                 for key, arr in chunk.items():
                     dsets[key][first:first + len(arr)] = arr
     return out
-
-
-def read_h5(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a simulated file into memory (all datasets or only ``keys``)."""
-
-    with open_events_h5(path, need=tuple(keys or ())) as f:
-        return {k: f[k][()] for k in (keys or list(f.keys()))}
-
-
-def read_h5_config(path: str | os.PathLike) -> SimConfig:
-    """The simulation configuration stored in a file written by :func:`write_h5`."""
-
-    with h5py.File(path, "r") as f:
-        if "config" not in f.attrs:
-            raise TrigkitError(f"{path} has no simulation config attribute")
-        return SimConfig.from_dict(yaml.safe_load(f.attrs["config"]))

@@ -25,7 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import atomic_path, write_json_atomic
+from trigkit.core.io import write_json_atomic
+
+from .checkpoint import read_checkpoint, save_checkpoint
 
 Shape = tuple[int, int, int]
 
@@ -167,11 +169,7 @@ def _config(gen: Generator) -> dict[str, Any]:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise TrigkitError(f"checkpoint {path} is not readable ({err}); delete it or train "
-                           "with --fresh") from None
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "wgan_gp":
         raise TrigkitError(f"{path} is not a WGAN-GP checkpoint; delete it or train with --fresh")
     return ckpt
@@ -304,8 +302,7 @@ def train_wgan_gp(images: np.ndarray, spec: GANSpec, out_dir: Path, fresh: bool 
                 "generator": gen.state_dict(), "critic": critic.state_dict(),
                 "generator_optimizer": opt_g.state_dict(), "critic_optimizer": opt_c.state_dict(),
                 "epoch": state["epoch"], "history": state["history"]}
-        with atomic_path(last) as tmp:
-            torch.save(ckpt, tmp)
+        save_checkpoint(ckpt, last)
         write_json_atomic(out_dir / "history.json", state["history"])
         if verbose:
             print(f"  WGAN-GP epoch {epoch + 1}: W {row['wasserstein']:.4g} critic "

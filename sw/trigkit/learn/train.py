@@ -33,6 +33,7 @@ from trigkit.core.paths import (
     model_dir,
 )
 
+from .checkpoint import read_checkpoint, save_checkpoint
 from .data import Split, augmenter, load_splits
 from .decorrelate import MassAdversary, adversary_loss, distance_correlation, mass_bins
 from .gan import GANSpec, load_generator, train_wgan_gp
@@ -48,20 +49,12 @@ from .models import (
 )
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_checkpoint(card: ModelCard, path: Path) -> dict[str, Any]:
     """Load a checkpoint and check that it belongs to ``card``'s architecture."""
     if not path.is_file():
         raise TrigkitError(f"checkpoint {path} not found; train the model first "
                            f"(trigkit train --model {card.name})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise TrigkitError(f"checkpoint {path} is not readable ({err})") from None
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "architecture" not in ckpt:
         raise TrigkitError(f"{path} is not a trigkit checkpoint")
     want = card.architecture_dict()
@@ -178,9 +171,13 @@ class Trainer:
             loss = loss - self.spec.adversary_lambda * adversary_loss(self.adversary, score, bins)
         return loss
 
-    def _build(self) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    def _build(self) -> nn.Module:
         torch.manual_seed(self.spec.seed)
-        model = build_model(self.card)
+        return build_model(self.card)
+
+    def _optimiser(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """Optimiser and schedule over the model's parameters as they are now (after a
+        checkpoint was loaded: Brevitas replaces some parameter objects when loading)."""
         params = model.parameters()
         if self.spec.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=self.spec.lr, momentum=0.9,
@@ -193,7 +190,7 @@ class Trainer:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.spec.epochs)
         else:
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        return model, opt, sched
+        return opt, sched
 
     def _load_teacher(self) -> None:
         d = self.spec.distill
@@ -304,13 +301,18 @@ class Trainer:
         self._load_teacher()
         self._setup_adversary(splits["train"])
         augment = augmenter(self.card)
-        model, opt, sched = self._build()
+        model = self._build()
         n_epochs = epochs or self.spec.epochs
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0,
                  "history": [], "stopped": ""}
         last = self.out / LAST_CHECKPOINT
-        if last.is_file() and not fresh:
-            state = self._resume(last, model, opt, sched)
+        ckpt = load_checkpoint(self.card, last) if last.is_file() and not fresh else None
+        if ckpt is not None:  # the model first: the optimiser must hold its live parameters
+            model.load_state_dict(ckpt["model"])
+            restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
+        opt, sched = self._optimiser(model)
+        if ckpt is not None:
+            state = self._resume(ckpt, opt, sched)
             if state["stopped"] == "early_stopping" or state["epoch"] >= n_epochs:
                 if self.verbose:
                     print(f"{self.card.name}: already trained ({state['epoch']} epochs, "
@@ -353,12 +355,9 @@ class Trainer:
                 break
         return self._result(state, time.perf_counter() - t_start)
 
-    def _resume(self, last: Path, model: nn.Module, opt: torch.optim.Optimizer, sched
+    def _resume(self, ckpt: dict[str, Any], opt: torch.optim.Optimizer, sched
                 ) -> dict[str, Any]:
-        """Restore model, optimiser, scheduler (and adversary) from ``last``; its state."""
-        ckpt = load_checkpoint(self.card, last)
-        model.load_state_dict(ckpt["model"])
-        restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
+        """Restore optimiser, scheduler (and adversary) from a checkpoint; its state."""
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         if self.adversary is not None:
@@ -418,8 +417,8 @@ class Trainer:
                 "scheduler": sched.state_dict(), "state": state,
                 "architecture": self.card.architecture_dict(), "card": self.card.to_dict()}
         if improved:
-            _save_atomic(ckpt, self.out / BEST_CHECKPOINT)
-        _save_atomic(ckpt, self.out / LAST_CHECKPOINT)
+            save_checkpoint(ckpt, self.out / BEST_CHECKPOINT)
+        save_checkpoint(ckpt, self.out / LAST_CHECKPOINT)
         self._write_history(state["history"])
 
     def _bar(self, total: int, desc: str):

@@ -19,10 +19,11 @@ from trigkit.firmware.cocotb_runner import run_sim
 from trigkit.firmware.export import count_mismatches, run_export
 from trigkit.firmware.fpga import VU13P
 from trigkit.firmware.hls import build_hls_project
-from trigkit.firmware.layout import load_rtl_info
+from trigkit.firmware.layout import load_rtl_info, load_vectors
 from trigkit.firmware.reference import ReferenceModel, load
 from trigkit.firmware.rtl import run_rtl
 from trigkit.firmware.synth import synth_vivado, synth_yosys, vivado_available
+from trigkit.l0.events import check_hit_file
 from trigkit.learn.train import load_trained_model
 
 from .report import write_markdown
@@ -54,7 +55,7 @@ def export_stage(card: ModelCard, vectors: int = 10000, hls: bool = True,
         project = build_hls_project(result["onnx"], files.hls, io_type=card.hardware.io_type,
                                     part=card.hardware.part, clock_ns=card.hardware.clock_ns)
         timings["hls_build"] = time.perf_counter() - t0
-        data = np.load(result["vectors"])
+        data = load_vectors(result["vectors"])
         ref = ReferenceModel(result["onnx"])
         t0 = time.perf_counter()
         y_hls = project.predict(ref.to_graph_layout(data["x"]))
@@ -174,6 +175,10 @@ def predict_stage(card: ModelCard, input_file: Path, out: Path, overwrite: bool 
     and for classifiers ``proba`` and ``classes``). Returns the event count and seconds."""
     check_output_path(out, overwrite=overwrite)
     ref = load(ModelFiles(card.name).dir)
+    if card.data.input_format != "hits":
+        raise TrigkitError(f"predict reads hit-image files; {card.name} takes "
+                           f"{card.data.input_format} inputs")
+    check_hit_file(input_file, shape=card.data.input_shape)  # the whole file, before any work
     t0 = time.perf_counter()
     y = ref.predict(input_file)
     seconds = time.perf_counter() - t0

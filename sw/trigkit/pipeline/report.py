@@ -174,6 +174,11 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
                          if "noise_events_for_fake_rate" in metrics else "") + "."]
         lines.append("")
     training = report.get("training")
+    if training and training.get("stopped_by") == "time":
+        lines += [f"> **WARNING: training was stopped by its wall-clock safety limit** after "
+                  f"{training.get('epochs')} epochs, not by the card's epochs or early stopping: "
+                  "this model depends on the machine's speed. Run `make train` again to resume "
+                  "it to the card's budget.", ""]
     if training:
         lines += ["## Training", "",
                   f"{training.get('epochs')} epochs ({training.get('stopped')}), best epoch "

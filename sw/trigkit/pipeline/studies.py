@@ -13,7 +13,14 @@ import numpy as np
 
 from trigkit.core.config import from_dict
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import atomic_path, check_output_path, write_json_atomic, write_text_atomic
+from trigkit.core.io import (
+    atomic_path,
+    check_output_path,
+    open_events_h5,
+    reading,
+    write_json_atomic,
+    write_text_atomic,
+)
 from trigkit.core.paths import PLOTS
 from trigkit.l0.baseline import (
     MODES,
@@ -27,8 +34,9 @@ from trigkit.l0.baseline import (
     study_markdown,
 )
 from trigkit.l0.detector import SAMPLES, SimConfig, load_sim_config
+from trigkit.l0.events import check_hit_file, read_hit_file, read_hits
 from trigkit.l0.plots import event_display, plot_noise_scan, plot_turn_on
-from trigkit.l0.simulate import read_h5, read_h5_config, write_h5
+from trigkit.l0.simulate import write_h5
 
 Say = Callable[[str], None]
 
@@ -64,22 +72,25 @@ def draw_events(input_file: Path, events: int = 8, first: int = 0, out: Path | N
         raise TrigkitError("--events must be positive and --first non-negative")
     out = out or input_file.with_name(input_file.stem + "_display.png")
     check_output_path(out, overwrite=overwrite)
-    if not input_file.is_file():
-        raise TrigkitError(f"input file {input_file} not found")
-    cfg = read_h5_config(input_file)
-    with h5py.File(input_file, "r") as f:
-        n = f["hits"].shape[0]
-        if first >= n:
-            raise TrigkitError(f"--first {first} is beyond the {n} events in {input_file}")
-        sl = slice(first, min(first + events, n))
-        data = {k: f[k][sl] for k in f if f[k].shape[:1] == (n,)}
-    return event_display(data, cfg.detector, out, indices=list(range(len(data["hits"]))),
+    info = check_hit_file(input_file)
+    if first >= info.n_events:
+        raise TrigkitError(f"--first {first} is beyond the {info.n_events} events in "
+                           f"{input_file}")
+    sl = slice(first, min(first + events, info.n_events))
+    with open_events_h5(input_file) as f, reading(input_file):
+        data = {k: f[k][sl] for k in f
+                if isinstance(f[k], h5py.Dataset) and f[k].shape[:1] == (info.n_events,)}
+        data["hits"] = read_hits(input_file, f, sl)
+    return event_display(data, info.config.detector, out,
+                         indices=list(range(len(data["hits"]))),
                          title=f"{input_file.name}: events {sl.start}-{sl.stop - 1}")
 
 
-def file_sim_config(path: Path) -> SimConfig:
-    """The simulation settings an event file was written with."""
-    return read_h5_config(path)
+def read_baseline_input(path: Path) -> tuple[SimConfig, dict[str, np.ndarray]]:
+    """The hit images and labels of an event file (checked before any calibration) and the
+    simulation settings it was written with."""
+    info, data = read_hit_file(path)
+    return info.config, data
 
 
 def baseline_roads(modes: list[str] | None, sim_cfg: SimConfig, out: Path, threshold: float,
@@ -117,10 +128,9 @@ def baseline_roads(modes: list[str] | None, sim_cfg: SimConfig, out: Path, thres
     return by_mode
 
 
-def baseline_decisions(input_file: Path, sim_cfg: SimConfig, roads: dict[str, Roads],
-                       out: Path, say: Say = print) -> Path:
+def baseline_decisions(data: dict[str, np.ndarray], sim_cfg: SimConfig,
+                       roads: dict[str, Roads], out: Path, say: Say = print) -> Path:
     """Each event's decision and region-of-interest column per mode into OUT/decisions.npz."""
-    data = read_h5(input_file, ["hits", "label"])
     arrays = {}
     for m, r in roads.items():
         decision, roi = run_trigger(data["hits"], sim_cfg.detector, r)

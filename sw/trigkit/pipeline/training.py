@@ -29,6 +29,8 @@ from .report import write_markdown
 #: Where the stages send their one-line messages (the CLI passes typer.echo).
 Say = Callable[[str], None]
 
+#: What ended a training run, as report.json ``training.stopped_by`` says it.
+STOPPED_BY = {"early_stopping": "early_stopping", "completed": "epochs", "time_budget": "time"}
 #: Metrics printed after an evaluation, when present.
 HEADLINE_METRICS = (
     "accuracy", "auc", "eff_at_baseline_fake_rate", "eff_prompt_above_threshold",
@@ -131,10 +133,11 @@ def _plot_variant_efficiencies(card: ModelCard, results: dict, out: Path) -> str
     return str(path.relative_to(out))
 
 
-def card_for_data(card: ModelCard, data: Path, models_dir: Path = MODELS_DIR,
-                  say: Say = print) -> ModelCard:
-    """``card`` with ``data.source`` = ``data``, saved as models/NAME_STEM.yaml (refusing to
-    replace a different card of that name)."""
+def card_for_data(card: ModelCard, data: Path, models_dir: Path = MODELS_DIR
+                  ) -> tuple[ModelCard, Path | None]:
+    """``card`` with ``data.source`` = ``data``, named NAME_STEM, and the path of
+    models/NAME_STEM.yaml to write once the data are checked (None: that card exists already;
+    a different card of that name is refused)."""
     if not data.is_file():
         raise TrigkitError(f"--data {data} not found; give a CSV, Parquet or HDF5 file")
     stem = re.sub(r"[^A-Za-z0-9_]+", "_", data.stem).strip("_") or "data"
@@ -145,10 +148,15 @@ def card_for_data(card: ModelCard, data: Path, models_dir: Path = MODELS_DIR,
         if load_card(path).to_dict() != derived.to_dict():
             raise TrigkitError(f"{path} exists and differs from {card.name} trained on {data}; "
                                f"train it with --model {name}, or move it away")
-    else:
-        write_text_atomic(path, yaml.safe_dump(derived.to_dict(), sort_keys=False))
-        say(f"{card.name} on {data}: wrote the card {path}; later stages take --model {name}")
-    return derived
+        return derived, None
+    return derived, path
+
+
+def write_derived_card(card: ModelCard, path: Path, source: str, say: Say = print) -> None:
+    """Save a card derived for ``--data`` (only after its data passed the checks)."""
+    write_text_atomic(path, yaml.safe_dump(card.to_dict(), sort_keys=False))
+    say(f"{source} on {card.data.source}: wrote the card {path}; later stages take "
+        f"--model {card.name}")
 
 
 def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = None,
@@ -156,8 +164,10 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
                 progress: bool = True, say: Say = print) -> dict:
     """The whole train stage of one card; returns report.json's ``training`` section and,
     when evaluated, the evaluation result (``evaluation``) and ``variants``."""
+    derived_path, source = None, card.name
     if data is not None:
-        card = card_for_data(card, data, say=say)
+        card, derived_path = card_for_data(card, data)
+    derived = card
     if threads is not None:
         if threads < 1:
             raise TrigkitError(f"--threads = {threads} must be at least 1")
@@ -165,6 +175,8 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
     if epochs is not None and epochs < 1:
         raise TrigkitError(f"--epochs = {epochs} must be at least 1")
     splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
+    if derived_path is not None:
+        write_derived_card(derived, derived_path, source, say)
     trainer = Trainer(card, progress=progress, splits=splits)
     t0 = time.perf_counter()
     result = trainer.fit(fresh=fresh, epochs=epochs)
@@ -175,12 +187,18 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
         plot_training_history(result.history, out / PLOTS / "loss.png")
     training = {"epochs": len(result.history), "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "stopped": result.stopped,
+                "stopped_by": STOPPED_BY.get(result.stopped, result.stopped),
                 "seconds": sum(h.get("seconds", 0.0) for h in result.history),
                 "threads": card.training.threads}
     update_report(out, {"model": card.name, "task": card.task, "training": training},
                   timings={"train": training["seconds"]})
     say(f"{card.name}: trained {len(result.history)} epochs ({result.stopped}), best epoch "
         f"{result.best_epoch}, this run {wall:.1f} s wall")
+    if training["stopped_by"] == "time":
+        say(f"WARNING: {card.name} was stopped by its wall-clock safety limit "
+            f"(training.max_minutes = {card.training.max_minutes:g}) after {len(result.history)} "
+            "epochs: the model depends on this machine's speed; run the same command again to "
+            "resume it to the card's epochs (report.json training.stopped_by = time)")
     outcome: dict = {"card": card, "training": training}
     if evaluate:
         outcome["evaluation"] = run_evaluation(card, progress)
