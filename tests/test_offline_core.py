@@ -57,7 +57,7 @@ def test_class_targets_by_name_and_errors():
     assert y.tolist() == [0, -1, 1, 1, 0]
     with pytest.raises(TrigkitError, match="not a label of f.h5; its labels are: qcd"):
         class_targets(_card(classes=["qcd", "wprime"]), np.zeros(3, int), names, "f.h5")
-    with pytest.raises(TrigkitError, match=r"labels \[7\] without a name"):
+    with pytest.raises(TrigkitError, match=r"value\(s\) \[7\] that are not among the classes"):
         class_targets(card, np.array([0, 7]), names, "f.h5")
 
 

@@ -177,6 +177,10 @@ def test_wrong_vectors_are_refused(design, tmp_path):
     v["y_int"] = v["y_int"].copy()
     v["y_int"][7, 0] += 1
     bad = tmp_path / "vectors.npz"
+    np.savez(bad, **{**v, "y": v["y"]})  # y no longer equals y_int * 2**y_exp: damaged
+    with pytest.raises(TrigkitError, match="y differs from y_int"):
+        write_rtl(NAME, onnx_path, tmp_path / "hw", vectors_path=bad)
+    v["y"] = v["y_int"] * 2.0 ** v["y_exp"]  # consistent, but not what the network computes
     np.savez(bad, **v)
     with pytest.raises(TrigkitError, match="differs from the reference on 1 of"):
         write_rtl(NAME, onnx_path, tmp_path / "hw", vectors_path=bad)

@@ -9,13 +9,16 @@ the stages of :mod:`trigkit.pipeline`, driven by :mod:`trigkit.cli`.
 __version__ = "0.1.0"
 
 
-def load(model_dir):
-    """Load an exported model (``build/<name>`` or its ONNX file) for integer-exact inference.
+def load(name_or_dir, exact=None):
+    """A trained model for inference.
 
-    ``trigkit.load("build/l0_pointing_tnn").predict(hits)`` runs batches of images (numpy
-    (N, 9, 384) or an HDF5 file path) and returns the network outputs.
+    ``trigkit.load("l0_pointing_tnn").predict(hits_or_file)`` scores a numpy array (the data
+    layout, e.g. (N, 9, 384) hit images) or a file in the card's input format, with the integer
+    reference of the exported graph (``exact``, the default for exported quantised models) or
+    the trained network. A build directory or ONNX file (``trigkit.load("build/NAME")``) gives
+    that graph's integer reference.
     """
-    # imported here: `import trigkit` (for __version__) must not load the firmware stack
-    from trigkit.firmware.reference import load as load_reference
+    # imported here: `import trigkit` (for __version__) must not load torch and the firmware
+    from trigkit.pipeline.predict import load_predictor
 
-    return load_reference(model_dir)
+    return load_predictor(name_or_dir, exact)

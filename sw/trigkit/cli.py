@@ -13,8 +13,9 @@ from trigkit.core.card import load_card
 from trigkit.core.errors import TrigkitError
 from trigkit.pipeline import firmware as fw
 from trigkit.pipeline import studies
+from trigkit.pipeline.predict import predict_stage
 from trigkit.pipeline.report import report_stage
-from trigkit.pipeline.training import headline, run_evaluation, train_stage
+from trigkit.pipeline.training import DataOptions, headline, run_evaluation, train_stage
 
 app = typer.Typer(
     add_completion=False,
@@ -135,6 +136,11 @@ def baseline(
                                       noise_events, signal_events, seed, progress))
 
 
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``a,b,c`` -> ("a", "b", "c") (empty entries dropped)."""
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model card name (models/NAME.yaml) "
                                        "or path to a card file.")]
 
@@ -154,10 +160,37 @@ def train(
                                  "1 when several trainings share the cores.")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Train on this data file (CSV, Parquet or HDF5 table; "
-                                  "jet-image HDF5/npz) instead of the card's data.source: the "
-                                  "card is copied to models/NAME_STEM.yaml with that source, "
-                                  "and every later stage takes --model NAME_STEM.")
+        Path | None, typer.Option(help="Train on this file (CSV, Parquet, ROOT or HDF5 table; "
+                                  "hit-image or jet-image HDF5/ROOT) instead of the card's "
+                                  "data.source. The card is copied (once the data pass the "
+                                  "checks) to models/NAME_STEM.yaml, or --name; every later "
+                                  "stage takes --model with that name.")
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="With --data: the table's feature columns, in input "
+                                 "order (comma-separated), e.g. jet_pt,jet_eta,met.")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="With --data: the table's label column (integers 0..K-1 "
+                                 "or class-name strings).")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="With --data: class names in label order (integer label "
+                                 "k is the k-th), e.g. sm,signal; 'auto' takes them from the "
+                                 "file (string labels, or class0..classK).")
+    ] = None,
+    binary: Annotated[
+        bool, typer.Option(help="With --data: two classes taken from the file, the first "
+                           "(label 0) is the background.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(help="With --data: name of the derived card (default "
+                                 "NAME_STEM).")
+    ] = None,
+    fill_nan: Annotated[
+        float | None, typer.Option(help="With --data: value of missing (NaN) features after "
+                                   "standardisation (data.fill_nan); without it NaN is an "
+                                   "error.")
     ] = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -165,7 +198,14 @@ def train(
 
     Writes build/NAME/{best,last}.pt, history.json, metrics.csv, report.json, report.md, plots/.
     """
-    train_stage(load_card(model), fresh=fresh, epochs=epochs, threads=threads, data=data,
+    options = None
+    if data is not None:
+        options = DataOptions(data, split_list(features), label, split_list(classes), binary,
+                              name, fill_nan)
+    elif any(v for v in (features, label, classes, binary, name)) or fill_nan is not None:
+        raise TrigkitError("--features, --label, --classes, --binary, --name and --fill-nan "
+                           "go with --data FILE")
+    train_stage(load_card(model), fresh=fresh, epochs=epochs, threads=threads, data=options,
                 evaluate=evaluate, progress=progress, say=typer.echo)
 
 
@@ -208,14 +248,24 @@ def export(
 @app.command()
 def predict(
     model: ModelOpt,
-    input_file: Annotated[Path, typer.Option("--input", help="HDF5 file with a hits dataset.")],
-    out: Annotated[Path, typer.Option(help="Output .npz with the network outputs.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Events to score, in the card's "
+                                             "input format: hit images (HDF5 or ROOT), jet "
+                                             "images, or a table (CSV, Parquet, ROOT, HDF5).")],
+    out: Annotated[Path, typer.Option(help="Output: .npz (y, proba, classes), .csv, .parquet or "
+                                      ".root (one column per class: logit_C and p_C; the value "
+                                      "for regression).")],
+    exact: Annotated[
+        bool | None, typer.Option("--exact/--float", help="Integer reference of the exported "
+                                  "graph (what the firmware computes) or the trained network; "
+                                  "default: exact when the model is exported.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    progress: ProgressOpt = True,
 ) -> None:
-    """Run the exported model's integer reference on a file of events."""
-    res = fw.predict_stage(load_card(model), input_file, out, overwrite)
-    typer.echo(f"wrote {out}: {res['events']} events in {res['seconds']:.2f} s "
-               f"({res['events'] / max(res['seconds'], 1e-9):,.0f} ev/s)")
+    """Score a file of events with a trained (and, for --exact, exported) model."""
+    res = predict_stage(load_card(model), input_file, out, exact, overwrite, progress)
+    typer.echo(f"wrote {out}: {res['events']} events ({res['path']} path) in "
+               f"{res['seconds']:.2f} s ({res['events'] / max(res['seconds'], 1e-9):,.0f} ev/s)")
 
 
 @app.command()

@@ -59,6 +59,8 @@ class InputFormat:
     events plus generic edge cases); ``file_suffixes`` claim data files for this format under
     ``format: auto``. ``binary``: inputs are single bits (0/1) and need no ``input_bits``;
     ``signed_codes``: integer input codes are two's complement (centred features).
+    ``read_inputs(card, path)`` yields a new file's inputs in chunks, prepared exactly as the
+    training inputs (``trigkit predict``); None: the format cannot be predicted on.
     """
 
     name: str
@@ -69,6 +71,7 @@ class InputFormat:
     file_suffixes: tuple[str, ...] = ()
     binary: bool = False
     signed_codes: bool = False
+    read_inputs: Callable[[Any, Path], Any] | None = None
 
 
 _SOURCES: dict[str, DataSource] = {}

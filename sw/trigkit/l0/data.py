@@ -7,6 +7,7 @@ are freshly simulated events plus hand-made edge cases."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from trigkit.core.io import open_events_h5, reading
 from trigkit.learn.data import STREAM_ABOVE_BYTES, Split, class_targets, split_indices
 
 from .detector import LABELS, SimConfig
-from .events import check_hit_file, read_hits
+from .events import SCAN_EVENTS, as_hdf5, check_hit_file, read_hits
 from .simulate import simulate, write_h5
 
 
@@ -96,6 +97,15 @@ def load_hits(card: ModelCard, path: Path, streaming: bool | None) -> dict[str, 
     return splits
 
 
+def hit_inputs(card: ModelCard, path: Path) -> Iterator[np.ndarray]:
+    """A hit file's images (HDF5 or ROOT), checked whole first, then read in chunks."""
+    path = as_hdf5(path)
+    info = check_hit_file(path, shape=card.data.input_shape)
+    with open_events_h5(path) as f:
+        for first in range(0, info.n_events, SCAN_EVENTS):
+            yield read_hits(path, f, slice(first, first + SCAN_EVENTS))
+
+
 def check_hit_classes(data: DataSpec) -> None:
     """Classes of a hit-image card must be simulated event types."""
     for name in (*data.classes, *data.class_map, *data.class_map.values()):
@@ -139,4 +149,5 @@ def hit_test_vectors(card: ModelCard, n_events: int, seed: int) -> np.ndarray:
 
 registry.register_source(registry.DataSource("simulate", "hits", simulated_file))
 registry.register_format(registry.InputFormat(
-    "hits", load_hits, check_data=check_hit_classes, test_vectors=hit_test_vectors, binary=True))
+    "hits", load_hits, prepare_file=as_hdf5, read_inputs=hit_inputs,
+    check_data=check_hit_classes, test_vectors=hit_test_vectors, binary=True))

@@ -14,8 +14,11 @@ import h5py
 import numpy as np
 import yaml
 
+from trigkit.core import rootio
+from trigkit.core.cache import cached_file
 from trigkit.core.errors import ConfigError, TrigkitError, one_line
-from trigkit.core.io import open_events_h5, reading
+from trigkit.core.io import atomic_path, open_events_h5, reading
+from trigkit.core.paths import DATA_CACHE
 
 from .detector import LABELS, SimConfig
 
@@ -111,3 +114,39 @@ def read_hit_file(path: str | os.PathLike, keys: tuple[str, ...] = ("hits", "lab
     info = check_hit_file(path, need=keys if "hits" in keys else ("hits", *keys))
     with open_events_h5(path, need=keys) as f, reading(path):
         return info, {k: read_hits(path, f) if k == "hits" else f[k][()] for k in keys}
+
+
+def as_hdf5(path: str | os.PathLike, cache_dir: Path = DATA_CACHE) -> Path:
+    """An event file in the HDF5 layout: HDF5 files as they are; ROOT files (a TTree with a
+    ``hits`` branch, as ``trigkit simulate --out x.root`` writes) converted once into the
+    cache, keyed by the file's path, size and modification time."""
+    p = Path(path)
+    if p.suffix.lower() != ".root":
+        return p
+    if not p.is_file():
+        raise TrigkitError(f"input file {p} not found")
+    shapes = rootio.branches(p)
+    if len(shapes.get("hits", ())) != 2:
+        raise TrigkitError(f"{p} has no 'hits' branch of one (layers, eta bins) image per "
+                           f"entry; its branches: {', '.join(shapes) or 'none'}")
+    st = p.stat()
+    key = {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return cached_file(cache_dir, f"converted_{p.stem}", key,
+                       lambda out: _root_to_hdf5(p, out, list(shapes)))
+
+
+def _root_to_hdf5(src: Path, dst: Path, names: list[str]) -> None:
+    n = rootio.entries(src)
+    attrs = rootio.attributes(src)
+    with atomic_path(dst) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        first = True
+        for start in range(0, max(n, 1), SCAN_EVENTS):
+            arrays, _ = rootio.read_branches(src, names, start=start, stop=start + SCAN_EVENTS)
+            for k, v in arrays.items():
+                if first:
+                    f.create_dataset(k, shape=(n, *v.shape[1:]), dtype=v.dtype.newbyteorder("="),
+                                     compression="lzf" if k == "hits" else None)
+                f[k][start:start + len(v)] = v
+            first = False

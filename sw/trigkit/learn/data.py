@@ -83,8 +83,9 @@ def class_targets(card: ModelCard, label: np.ndarray, label_names: dict[str, int
     label = np.asarray(label).astype(np.int64)
     unknown = sorted(set(np.unique(label).tolist()) - set(label_names.values()))
     if unknown:
-        raise TrigkitError(f"{where} has labels {unknown} without a name; known: "
-                           + ", ".join(f"{v}={k}" for k, v in label_names.items()))
+        raise TrigkitError(f"{where} has label value(s) {unknown} that are not among the "
+                           "classes (" + ", ".join(f"{v}={k}" for k, v in label_names.items())
+                           + "); name every class (--classes) or fix the labels")
     class_of = {label_names[c]: i for i, c in enumerate(d.classes)}
     for src, dst in d.class_map.items():
         class_of[label_names[src]] = d.classes.index(dst)
@@ -240,7 +241,8 @@ def split_arrays(card: ModelCard, path: Path, x: np.ndarray, target: np.ndarray,
 def labels_or_target(card: ModelCard, label: np.ndarray, names: list[str],
                      extra: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(class index or regression target of every row, usable rows) from a file's labels
-    (``names``: its label names; ``class<k>`` when it has none) or its truth columns."""
+    (``names``: its label names; without names, integer label k is the k-th of
+    ``data.classes``) or its truth columns."""
     if card.task == "regression":
         if card.data.target not in extra:
             raise TrigkitError(f"{path} has no {card.data.target!r} column for regression; "
@@ -248,7 +250,7 @@ def labels_or_target(card: ModelCard, label: np.ndarray, names: list[str],
         y = extra[card.data.target].astype(np.float32)
         return y, np.isfinite(y)
     codes = {n: i for i, n in enumerate(names)} or {
-        f"class{i}": i for i in range(int(label.max()) + 1)}
+        c: i for i, c in enumerate(card.data.classes)}
     y = class_targets(card, label, codes, str(path))
     return y, y >= 0
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -24,12 +25,14 @@ from trigkit.core import registry
 from trigkit.core.cache import cached_file
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import open_events_h5
+from trigkit.core.io import open_events_h5, reading
+from trigkit.core.paths import DATA_CACHE
 from trigkit.learn.data import (
     Split,
     check_shape,
     input_codes,
     labels_or_target,
+    load_splits,
     split_arrays,
     split_indices,
 )
@@ -47,7 +50,7 @@ from .jets import JetConfig, convert_jet_file, write_jets_h5
 from .monojet import MonojetConfig, write_monojet_h5
 from .tabular import read_table
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".root")
 
 
 def generated_file(card: ModelCard, cache_dir: Path, progress: bool = False) -> Path:
@@ -105,6 +108,9 @@ def load_jet_images(card: ModelCard, path: Path, streaming: bool | None = None) 
 
 
 def load_table(card: ModelCard, path: Path, streaming: bool | None = None) -> dict[str, Split]:
+    """A table's feature rows (standardised with the training rows' statistics, NaN filled as
+    the card says, as input codes) split row by row, with their targets. Rows of named classes
+    the card does not list are left out; an integer label without a class is an error."""
     d = card.data
     extra_cols = tuple(dict.fromkeys((*d.keep, *d.where)))
     table = read_table(path, d.features, d.label_column if card.task != "regression" else None,
@@ -119,15 +125,64 @@ def load_table(card: ModelCard, path: Path, streaming: bool | None = None) -> di
     usable &= ok
     x = table.features.astype(np.float64)
     check_shape(card, x.shape[1:], path)
+    stats = None
     if d.standardise:
         train_idx = split_indices(len(x), d.split, d.split_seed, block=1)["train"]
         train_idx = train_idx[usable[train_idx]]
-        mean = np.nanmean(x[train_idx], axis=0)
-        std = np.nanstd(x[train_idx], axis=0)
+        stats = (np.nanmean(x[train_idx], axis=0), np.nanstd(x[train_idx], axis=0))
+    splits = split_arrays(card, path, table_inputs(card, x, stats), target, usable,
+                          table.extra)
+    for sp in splits.values():
+        sp.context["standardisation"] = stats
+    return splits
+
+
+def table_inputs(card: ModelCard, x: np.ndarray,
+                 stats: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Feature rows as the network sees them: standardised with ``stats`` (the training rows'
+    mean and standard deviation), NaN filled (``data.fill_nan``), as input codes."""
+    if stats is not None:
+        mean, std = stats
         x = (x - mean) / np.where(std > 0, std, 1.0)
-    if d.fill_nan is not None:
-        x = np.where(np.isnan(x), d.fill_nan, x)
-    return split_arrays(card, path, input_codes(card, x), target, usable, table.extra)
+    if card.data.fill_nan is not None:
+        x = np.where(np.isnan(x), card.data.fill_nan, x)
+    return input_codes(card, x)
+
+
+#: Rows or images per chunk of ``trigkit predict``.
+PREDICT_CHUNK = 8192
+
+
+def jet_image_inputs(card: ModelCard, path: Path) -> Iterator[np.ndarray]:
+    """A jet-image file's images (any layout :func:`converted_jet_file` reads) as the network's
+    input codes, in chunks."""
+    path = converted_jet_file(path, DATA_CACHE)
+    with open_events_h5(path, need=("images",)) as f, reading(path):
+        images = f["images"]
+        check_shape(card, images.shape[1:], path)
+        for first in range(0, images.shape[0], PREDICT_CHUNK):
+            yield input_codes(card, images[first:first + PREDICT_CHUNK])
+
+
+def table_rows(card: ModelCard, path: Path) -> Iterator[np.ndarray]:
+    """A table's feature rows prepared as in training: standardised with the statistics of
+    the card's own training rows, NaN filled, as input codes; in chunks."""
+    d = card.data
+    stats = (load_splits(card)["train"].context["standardisation"] if d.standardise else None)
+    table = read_table(path, d.features, allow_nan=d.features if d.fill_nan is not None else ())
+    x = table_inputs(card, table.features.astype(np.float64), stats)
+    for first in range(0, len(x), PREDICT_CHUNK):
+        yield x[first:first + PREDICT_CHUNK]
+
+
+def table_classes(path: Path, features: tuple[str, ...], label: str) -> tuple[str, ...]:
+    """The classes a table's label column holds: its names (string labels, or an HDF5
+    ``label_names`` attribute), else ``class0`` .. ``classK`` for integer labels 0..K."""
+    table = read_table(path, features, label, allow_nan=features)
+    names = list(table.label_names) or _h5_label_names(path)
+    if names:
+        return tuple(names)
+    return tuple(f"class{k}" for k in range(int(table.label.max()) + 1))
 
 
 def _h5_label_names(path: Path) -> list[str]:
@@ -212,8 +267,9 @@ for _name, _fmt in (("jets", "jet_images"), ("monojet", "table"), ("electrons", 
                     ("monojet_hist", "histograms")):
     registry.register_source(registry.DataSource(_name, _fmt, generated_file))
 registry.register_format(registry.InputFormat("jet_images", load_jet_images,
-                                              prepare_file=converted_jet_file))
+                                              prepare_file=converted_jet_file,
+                                              read_inputs=jet_image_inputs))
 registry.register_format(registry.InputFormat("table", load_table, file_suffixes=TABLE_SUFFIXES,
-                                              signed_codes=True))
+                                              signed_codes=True, read_inputs=table_rows))
 registry.register_format(registry.InputFormat("histograms", load_histograms))
 registry.register_augmentation("jet_symmetries", "jet_images", augment)

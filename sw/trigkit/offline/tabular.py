@@ -1,4 +1,7 @@
-"""Generic tabular event reader and writer: CSV, Parquet or HDF5 files with named columns.
+"""Generic tabular event reader and writer: CSV, Parquet, ROOT or HDF5 files with named columns.
+
+Longer than 500 lines: one reader for four file formats, whose column checks (numbers, missing
+values, labels) are shared by all of them.
 
 A table is a set of equally long 1-D columns (one value per event). :func:`read_table` picks the
 feature columns (as one float32 matrix), an optional label column and extra columns kept for
@@ -8,6 +11,8 @@ file and the column. Formats, chosen by the file suffix (see sw/docs/tabular.md)
 - ``.csv``: a header line with the column names, read with ``pyarrow.csv`` (types inferred;
   empty fields and ``nan``/``NA``/``null`` are missing values, i.e. NaN);
 - ``.parquet`` / ``.pq``: read with ``pyarrow.parquet`` (nulls are NaN);
+- ``.root``: the flat branches (one value per entry) of the file's TTree, read with uproot;
+  jagged branches are refused by name (:mod:`trigkit.core.rootio`);
 - ``.h5`` / ``.hdf5``: the columns are the 1-D datasets of the root group, each field of a 1-D
   compound (structured) dataset at the root being a column too; when the root holds no such
   dataset, the group ``table`` (or else the first group) is searched the same way. Datasets of
@@ -31,12 +36,13 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from trigkit.core import rootio
 from trigkit.core.errors import TrigkitError
 from trigkit.core.io import atomic_path, check_output_path
 
 #: File suffixes read_table understands, by format.
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".h5": "hdf5",
-            ".hdf5": "hdf5"}
+            ".hdf5": "hdf5", ".root": "root"}
 #: Groups searched (in this order, then the first group) when an HDF5 root holds no columns.
 H5_TABLE_GROUP = "table"
 
@@ -164,6 +170,19 @@ def _read_parquet(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarra
     return {n: _arrow_to_numpy(table.column(n)) for n in names}, table.num_rows
 
 
+def _root_columns(path: Path) -> list[str]:
+    """Branches with one value per entry (fixed-size array branches are not columns)."""
+    return [k for k, shape in rootio.branches(path).items() if shape == ()]
+
+
+def _read_root(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
+    available = _root_columns(path)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise _missing(path, missing[0], available, "branch")
+    return rootio.read_branches(path, list(names))
+
+
 def _h5_open(path: Path):
     try:
         return h5py.File(path, "r")
@@ -253,12 +272,14 @@ def _h5_label_names(path: Path, label: str) -> tuple[str, ...]:
 
 
 def columns_of(path: str | os.PathLike) -> list[str]:
-    """Column names of a CSV, Parquet or HDF5 table, in file order."""
+    """Column names of a CSV, Parquet, ROOT or HDF5 table, in file order."""
     p, fmt = _check_file(path)
     if fmt == "csv":
         return _csv_columns(p)
     if fmt == "parquet":
         return _parquet_columns(p)
+    if fmt == "root":
+        return _root_columns(p)
     with _h5_open(p) as f:
         return list(_h5_layout(f)[1])
 
@@ -393,7 +414,8 @@ def read_table(
             role = ("feature column" if n in features else
                     "label column" if n == label else "extra column")
             raise _missing(p, n, available, role)
-    reader = {"csv": _read_csv, "parquet": _read_parquet, "hdf5": _read_h5}[fmt]
+    reader = {"csv": _read_csv, "parquet": _read_parquet, "hdf5": _read_h5,
+              "root": _read_root}[fmt]
     raw, n_rows = reader(p, wanted)
     if n_rows == 0:
         raise TrigkitError(f"{p} has no rows (only column names); it holds no events")
@@ -481,4 +503,20 @@ def write_table_h5(
                         f"write_table_h5: column {name!r} has unsupported dtype {arr.dtype}; "
                         "use numbers, booleans or strings"
                     )
+    return out
+
+
+def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray],
+                overwrite: bool = False) -> Path:
+    """Write equally long 1-D columns as CSV or Parquet (by the suffix), atomically."""
+    out = check_output_path(path, overwrite=overwrite)
+    fmt = _format_of(out)
+    if fmt not in ("csv", "parquet"):
+        raise TrigkitError(f"{out}: write_table writes .csv or .parquet")
+    table = pa.table({k: np.asarray(v) for k, v in columns.items()})
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        if fmt == "csv":
+            pcsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp)
     return out

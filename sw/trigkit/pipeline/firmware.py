@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
 
 from trigkit.core.card import ModelCard, load_card
 from trigkit.core.errors import TrigkitError
-from trigkit.core.io import atomic_path, check_output_path
 from trigkit.core.paths import YOSYS_LOG, ModelFiles
 from trigkit.core.report import read_section, update_report
 from trigkit.firmware.cocotb_runner import run_sim
@@ -20,10 +16,9 @@ from trigkit.firmware.export import count_mismatches, run_export
 from trigkit.firmware.fpga import VU13P
 from trigkit.firmware.hls import build_hls_project
 from trigkit.firmware.layout import load_rtl_info, load_vectors
-from trigkit.firmware.reference import ReferenceModel, load
+from trigkit.firmware.reference import ReferenceModel
 from trigkit.firmware.rtl import run_rtl
 from trigkit.firmware.synth import synth_vivado, synth_yosys, vivado_available
-from trigkit.l0.events import check_hit_file
 from trigkit.learn.train import load_trained_model
 
 from .report import write_markdown
@@ -167,26 +162,3 @@ def synth_stage(card: ModelCard, tool: str = "auto", say: Say = print) -> dict:
         raise
     write_markdown(out, card.description)
     return fields
-
-
-def predict_stage(card: ModelCard, input_file: Path, out: Path, overwrite: bool = False
-                  ) -> dict:
-    """The exported model's integer reference on a file of events, into ``out`` (.npz: ``y``,
-    and for classifiers ``proba`` and ``classes``). Returns the event count and seconds."""
-    check_output_path(out, overwrite=overwrite)
-    ref = load(ModelFiles(card.name).dir)
-    if card.data.input_format != "hits":
-        raise TrigkitError(f"predict reads hit-image files; {card.name} takes "
-                           f"{card.data.input_format} inputs")
-    check_hit_file(input_file, shape=card.data.input_shape)  # the whole file, before any work
-    t0 = time.perf_counter()
-    y = ref.predict(input_file)
-    seconds = time.perf_counter() - t0
-    arrays = {"y": y}
-    if card.task == "classification":
-        z = np.exp(y - y.max(axis=1, keepdims=True))
-        arrays["proba"] = z / z.sum(axis=1, keepdims=True)
-        arrays["classes"] = np.array(card.data.classes)
-    with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    return {"events": len(y), "seconds": seconds}

@@ -34,9 +34,9 @@ from trigkit.l0.baseline import (
     study_markdown,
 )
 from trigkit.l0.detector import SAMPLES, SimConfig, load_sim_config
-from trigkit.l0.events import check_hit_file, read_hit_file, read_hits
+from trigkit.l0.events import as_hdf5, check_hit_file, read_hit_file, read_hits
 from trigkit.l0.plots import event_display, plot_noise_scan, plot_turn_on
-from trigkit.l0.simulate import write_h5
+from trigkit.l0.simulate import write_events
 
 Say = Callable[[str], None]
 
@@ -61,7 +61,7 @@ def simulate_file(cfg: SimConfig, sample: str, events: int, seed: int, out: Path
         raise TrigkitError(f"--events = {events} must be a positive number of events")
     check_output_path(out, overwrite=overwrite)
     t0 = time.perf_counter()
-    write_h5(out, cfg, sample, events, seed, overwrite=overwrite, progress=progress)
+    write_events(out, cfg, sample, events, seed, overwrite=overwrite, progress=progress)
     return time.perf_counter() - t0
 
 
@@ -72,15 +72,15 @@ def draw_events(input_file: Path, events: int = 8, first: int = 0, out: Path | N
         raise TrigkitError("--events must be positive and --first non-negative")
     out = out or input_file.with_name(input_file.stem + "_display.png")
     check_output_path(out, overwrite=overwrite)
-    info = check_hit_file(input_file)
+    info = check_hit_file(as_hdf5(input_file))
     if first >= info.n_events:
         raise TrigkitError(f"--first {first} is beyond the {info.n_events} events in "
                            f"{input_file}")
     sl = slice(first, min(first + events, info.n_events))
-    with open_events_h5(input_file) as f, reading(input_file):
+    with open_events_h5(info.path) as f, reading(input_file):
         data = {k: f[k][sl] for k in f
                 if isinstance(f[k], h5py.Dataset) and f[k].shape[:1] == (info.n_events,)}
-        data["hits"] = read_hits(input_file, f, sl)
+        data["hits"] = read_hits(info.path, f, sl)
     return event_display(data, info.config.detector, out,
                          indices=list(range(len(data["hits"]))),
                          title=f"{input_file.name}: events {sl.start}-{sl.stop - 1}")
@@ -89,7 +89,7 @@ def draw_events(input_file: Path, events: int = 8, first: int = 0, out: Path | N
 def read_baseline_input(path: Path) -> tuple[SimConfig, dict[str, np.ndarray]]:
     """The hit images and labels of an event file (checked before any calibration) and the
     simulation settings it was written with."""
-    info, data = read_hit_file(path)
+    info, data = read_hit_file(as_hdf5(path))
     return info.config, data
 
 

@@ -6,12 +6,23 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from trigkit.core.card import ModelCard, load_card
+from trigkit.core.card import (
+    ArchSpec,
+    DataSpec,
+    EvalSpec,
+    HardwareSpec,
+    ModelCard,
+    QuantSpec,
+    TrainSpec,
+    load_card,
+)
+from trigkit.core.config import to_dict
 from trigkit.core.errors import TrigkitError
 from trigkit.core.io import write_text_atomic
 from trigkit.core.paths import MODELS_DIR, PLOTS, model_dir
@@ -23,6 +34,8 @@ from trigkit.learn.data import Split, input_codes, load_splits
 from trigkit.learn.gan import sample
 from trigkit.learn.models import count_parameters, weight_memory_bits
 from trigkit.learn.train import Trainer, load_trained_model
+from trigkit.offline.data import table_classes
+from trigkit.offline.tabular import columns_of
 
 from .report import write_markdown
 
@@ -133,38 +146,132 @@ def _plot_variant_efficiencies(card: ModelCard, results: dict, out: Path) -> str
     return str(path.relative_to(out))
 
 
-def card_for_data(card: ModelCard, data: Path, models_dir: Path = MODELS_DIR
+@dataclass(frozen=True)
+class DataOptions:
+    """How ``trigkit train --data FILE`` reads a user's file (see :func:`card_for_data`).
+
+    ``classes``: the class names in label order (integer label k is the k-th); ``("auto",)``
+    takes them from the file; ``binary`` takes them from the file and requires two (the first
+    is the background). ``fill_nan``: the value of NaN features (standardised), else NaN is an
+    error."""
+
+    path: Path
+    features: tuple[str, ...] = ()
+    label: str | None = None
+    classes: tuple[str, ...] = ()
+    binary: bool = False
+    name: str | None = None
+    fill_nan: float | None = None
+
+
+#: Card keys that only mean something for generated data; a card derived for a file resets
+#: them (``seed`` stays for histograms, which are drawn from the file's events).
+GENERATOR_KEYS = ("events", "sample", "sim", "generator")
+
+
+def card_for_data(card: ModelCard, opts: DataOptions, models_dir: Path = MODELS_DIR
                   ) -> tuple[ModelCard, Path | None]:
-    """``card`` with ``data.source`` = ``data``, named NAME_STEM, and the path of
-    models/NAME_STEM.yaml to write once the data are checked (None: that card exists already;
-    a different card of that name is refused)."""
+    """``card`` reading ``opts.path`` (features, label column, classes and NaN policy as
+    given), named NAME_STEM (or ``opts.name``), with a description of where it comes from; and
+    the path of models/NAME.yaml to write once the data are checked (None: that card exists
+    already; a different card of that name is refused)."""
+    data = opts.path
     if not data.is_file():
-        raise TrigkitError(f"--data {data} not found; give a CSV, Parquet or HDF5 file")
+        raise TrigkitError(f"--data {data} not found; give a CSV, Parquet, ROOT or HDF5 file")
+    fmt = card.data.input_format
+    if (opts.features or opts.label) and fmt != "table":
+        raise TrigkitError(f"--features and --label choose table columns; {card.name} takes "
+                           f"{fmt} inputs")
     stem = re.sub(r"[^A-Za-z0-9_]+", "_", data.stem).strip("_") or "data"
-    name = f"{card.name}_{stem}"
-    derived = card.with_overrides(name, {"data.source": str(data)}, keep_variants=True)
+    name = opts.name or f"{card.name}_{stem}"
+    defaults = to_dict(DataSpec())
+    overrides: dict = {"data.source": str(data), "data.format": fmt}
+    overrides |= {f"data.{k}": defaults[k] for k in GENERATOR_KEYS}
+    if opts.features:
+        overrides |= {"data.features": list(opts.features),
+                      "data.input_shape": [len(opts.features)]}
+    if opts.label:
+        overrides["data.label_column"] = opts.label
+    if opts.fill_nan is not None:
+        overrides["data.fill_nan"] = opts.fill_nan
+    if fmt == "table":
+        overrides |= _table_columns_only(card, columns_of(data))
+    if fmt != "histograms":
+        overrides["data.seed"] = defaults["seed"]
+    classes = _classes(card, opts, fmt)
+    if classes:
+        overrides |= {"data.classes": list(classes), "evaluation.background": classes[0],
+                      "data.class_map": {}, "data.train_on": []}
+    described = (f"{card.name} trained on {data.name}"
+                 + (f" (features {', '.join(opts.features)})" if opts.features else "")
+                 + (f", classes {', '.join(classes)}" if classes else "")
+                 + f"; derived by trigkit train --data from models/{card.name}.yaml.")
+    derived = card.with_overrides(name, {**overrides, "description": described},
+                                  keep_variants=True)
     path = models_dir / f"{name}.yaml"
     if path.is_file():
         if load_card(path).to_dict() != derived.to_dict():
             raise TrigkitError(f"{path} exists and differs from {card.name} trained on {data}; "
-                               f"train it with --model {name}, or move it away")
+                               f"train it with --model {name}, or --name another, or move it "
+                               "away")
         return derived, None
     return derived, path
 
 
-def write_derived_card(card: ModelCard, path: Path, source: str, say: Say = print) -> None:
-    """Save a card derived for ``--data`` (only after its data passed the checks)."""
-    write_text_atomic(path, yaml.safe_dump(card.to_dict(), sort_keys=False))
-    say(f"{source} on {card.data.source}: wrote the card {path}; later stages take "
-        f"--model {card.name}")
+def _table_columns_only(card: ModelCard, columns: list[str]) -> dict:
+    """Overrides dropping what refers to columns the new table lacks: kept truth columns,
+    row selections, and variants that select rows by such columns."""
+    d = card.data
+    variants = {k: v for k, v in card.evaluation.variants.items()
+                if all(c in columns for c in v.get("data.where", {}))}
+    return {"data.keep": [c for c in d.keep if c in columns],
+            "data.where": {c: v for c, v in d.where.items() if c in columns},
+            "evaluation.variants": variants}
+
+
+def _classes(card: ModelCard, opts: DataOptions, fmt: str) -> tuple[str, ...]:
+    if not opts.classes and not opts.binary:
+        return ()
+    if opts.classes and opts.binary:
+        raise TrigkitError("give either --classes or --binary")
+    if fmt != "table":
+        raise TrigkitError(f"--classes and --binary name a table's classes; {card.name} takes "
+                           f"{fmt} inputs, whose classes are fixed")
+    if opts.classes and opts.classes != ("auto",):
+        if len(set(opts.classes)) != len(opts.classes) or len(opts.classes) < 2:
+            raise TrigkitError(f"--classes {','.join(opts.classes)} must name two or more "
+                               "different classes")
+        return opts.classes
+    features = opts.features or card.data.features
+    found = table_classes(opts.path, tuple(features), opts.label or card.data.label_column)
+    if opts.binary and len(found) != 2:
+        raise TrigkitError(f"--binary: {opts.path} holds {len(found)} classes "
+                           f"({', '.join(found)}); name them with --classes")
+    return found
+
+
+def write_derived_card(card: ModelCard, path: Path, say: Say = print) -> None:
+    """Save a card derived for ``--data`` (only after its data passed the checks), with only
+    the keys that differ from their defaults."""
+    defaults = {"data": DataSpec(), "architecture": ArchSpec(), "quant": QuantSpec(),
+                "training": TrainSpec(), "evaluation": EvalSpec(), "hardware": HardwareSpec()}
+    full = card.to_dict()
+    out = {k: full[k] for k in ("name", "task", "description")}
+    for section, spec in defaults.items():
+        default = to_dict(spec)
+        changed = {k: v for k, v in full[section].items() if v != default[k]}
+        if changed:
+            out[section] = changed
+    write_text_atomic(path, yaml.safe_dump(out, sort_keys=False))
+    say(f"wrote the card {path} ({card.description}); later stages take --model {card.name}")
 
 
 def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = None,
-                threads: int | None = None, data: Path | None = None, evaluate: bool = True,
-                progress: bool = True, say: Say = print) -> dict:
+                threads: int | None = None, data: DataOptions | None = None,
+                evaluate: bool = True, progress: bool = True, say: Say = print) -> dict:
     """The whole train stage of one card; returns report.json's ``training`` section and,
     when evaluated, the evaluation result (``evaluation``) and ``variants``."""
-    derived_path, source = None, card.name
+    derived_path = None
     if data is not None:
         card, derived_path = card_for_data(card, data)
     derived = card
@@ -176,7 +283,7 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
         raise TrigkitError(f"--epochs = {epochs} must be at least 1")
     splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
     if derived_path is not None:
-        write_derived_card(derived, derived_path, source, say)
+        write_derived_card(derived, derived_path, say)
     trainer = Trainer(card, progress=progress, splits=splits)
     t0 = time.perf_counter()
     result = trainer.fit(fresh=fresh, epochs=epochs)
