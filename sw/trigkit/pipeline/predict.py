@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +77,11 @@ class Predictor:
 
     def predict(self, source: str | Path | np.ndarray, progress: bool = False) -> np.ndarray:
         """Outputs over every event of ``source`` (a file or an array)."""
-        parts = [self.outputs(x) for x in tqdm(self.chunks(source), disable=not progress,
-                                               desc=f"predict {self.card.name}",
-                                               unit="chunk", leave=False)]
+        chunks = self.chunks(source)
+        first = next(chunks, None)  # the input is checked here, before any progress bar
+        rest = tqdm(chunks, disable=not progress or first is None,
+                    desc=f"predict {self.card.name}", unit="chunk", leave=False)
+        parts = [self.outputs(x) for x in ([] if first is None else chain([first], rest))]
         if not parts:
             return np.zeros((0, self.card.n_outputs))
         return np.concatenate(parts)
