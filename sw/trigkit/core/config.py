@@ -133,7 +133,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides to a nested dict (returns a new dict)."""
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)

@@ -219,7 +219,6 @@ def plot_residuals(
     ``evaluate.core_gaussian_fit`` results in ``fit``, drawn over its fit window (solid) and
     beyond (dotted), mean and sigma in the legend. Entries outside ``range_cm`` are counted in
     the legend; non-finite residuals (failed predictions) are left out."""
-
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     edges = np.linspace(range_cm[0], range_cm[1], bins + 1)
     width = edges[1] - edges[0]
@@ -263,7 +262,6 @@ def plot_regression_scatter(
 ) -> Path:
     """2D histogram of predicted versus true (log colour scale) with the diagonal; failed
     (non-finite) predictions are counted in the title."""
-
     t = np.asarray(true, dtype=float).ravel()
     p = np.asarray(predicted, dtype=float).ravel()
     if t.size != p.size:

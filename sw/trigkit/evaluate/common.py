@@ -12,7 +12,6 @@ EVAL_BATCH = 2048
 
 def predict_outputs(model, card, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Raw network outputs (logits, or the regression value in target units) for uint8 images."""
-
     outs = []
     with torch.no_grad():
         for s in range(0, len(images), batch):

@@ -288,7 +288,6 @@ def calibrate_roads(
 
 def efficiency(passed: np.ndarray, cl: float = 0.683) -> tuple[float, float, float]:
     """Efficiency with its Clopper-Pearson interval (lower, upper) at confidence ``cl``."""
-
     n = int(passed.size)
     k = int(np.count_nonzero(passed))
     if n == 0:

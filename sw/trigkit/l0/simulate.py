@@ -431,7 +431,6 @@ def write_h5(
     the configuration (YAML), sample, seed and trigkit version are file attributes. The file
     is byte-for-byte reproducible for the same arguments.
     """
-
     out = check_output_path(path, overwrite=overwrite)
     det = cfg.detector
     template = simulate_chunk(cfg, sample, 0, np.random.default_rng(0))

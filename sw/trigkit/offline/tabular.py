@@ -100,7 +100,6 @@ def _missing(path: Path, name: str, available: Sequence[str], what: str = "colum
 
 def _arrow_to_numpy(col: Any) -> np.ndarray:
     """A pyarrow (chunked) array as numpy: numbers (nulls -> NaN), booleans, or str objects."""
-
     t = col.type
     if pa.types.is_boolean(t):
         if col.null_count:

@@ -197,7 +197,6 @@ def convert_jet_file(src: str | os.PathLike, dst: str | os.PathLike,
     """Rewrite a jet-image file from elsewhere (see :func:`read_jet_images`) in trigkit's HDF5
     layout: ``images`` (N, C, H, W) float32, ``label`` int64, other per-jet 1-D arrays, and
     attributes ``label_names``, ``source`` and (when known) ``pixel_size``."""
-
     out = check_output_path(dst, overwrite=overwrite)
     src = Path(src)
     images, labels, names, other, attrs = _load_arrays(src, None, None)
