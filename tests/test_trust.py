@@ -213,3 +213,14 @@ def test_a_card_without_task_names_the_key(workdir):
     (workdir / "models" / "notask.yaml").write_text(yaml.safe_dump(data))
     code, _, err = run_cli("train", "--model", "notask")
     assert code == 2 and "missing required key task" in err and "positional" not in err
+
+
+def test_a_file_without_configuration_must_fit_the_default_detector(workdir, events):
+    with h5py.File(events) as f:
+        hits, label = f["hits"][()], f["label"][()]
+    with h5py.File(workdir / "noconfig8.h5", "w") as g:  # from elsewhere: no attributes
+        g["hits"], g["label"] = hits[:, :8], label
+    code, _, err = run_cli("show", "noconfig8.h5")
+    assert code == 2 and "9 layers" in err and not (workdir / "noconfig8_display.png").exists()
+    code, _, err = run_cli("baseline", "--input", "noconfig8.h5", "--out", "b")
+    assert code == 2 and "9 layers" in err and not (workdir / "b").exists()

@@ -51,15 +51,17 @@ def file_config(path: str | os.PathLike, f: h5py.File) -> SimConfig:
 
 def check_hit_file(path: str | os.PathLike, need: tuple[str, ...] = ("hits",),
                    shape: tuple[int, ...] | None = None) -> HitFile:
-    """Check an event file before any work (see the module docstring); ``shape`` is the image
-    shape a model expects, when it must match too."""
+    """Check an event file before any work (see the module docstring). Without ``shape`` the
+    images must fit the detector of the file's configuration (the default detector when the
+    file has none), as displays and the coincidence trigger need; with ``shape`` (the image
+    shape a model expects) a file without a configuration may have any geometry of that
+    shape."""
     with open_events_h5(path, need=need) as f, reading(path):
         cfg = file_config(path, f)
         hits = f["hits"]
         det = cfg.detector
-        # a file without a configuration (from elsewhere) is taken at its own shape
-        want = ((det.n_layers, det.n_eta_bins) if "config" in f.attrs or hits.ndim != 3
-                else tuple(hits.shape[1:]))
+        want = ((det.n_layers, det.n_eta_bins) if shape is None or "config" in f.attrs
+                or hits.ndim != 3 else tuple(hits.shape[1:]))
         if hits.ndim != 3 or hits.shape[1:] != want:
             raise TrigkitError(f"{path} holds hit images of shape {list(hits.shape[1:])}; its "
                                f"detector has {want[0]} layers x {want[1]} eta bins "
