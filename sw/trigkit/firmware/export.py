@@ -145,7 +145,7 @@ def qonnx_execute(onnx_path: Path, x_graph: np.ndarray, progress: bool = False) 
     from qonnx.core.onnx_exec import execute_onnx
 
     batch = 256
-    mw = _with_batch(ModelWrapper(str(onnx_path)), batch)
+    mw = with_batch(ModelWrapper(str(onnx_path)), batch)
     out_name = mw.graph.output[0].name
     in_name = mw.graph.input[0].name
     outs = []
@@ -161,7 +161,7 @@ def qonnx_execute(onnx_path: Path, x_graph: np.ndarray, progress: bool = False) 
     return np.concatenate(outs).reshape(len(x_graph), -1).astype(np.float64)
 
 
-def _with_batch(mw, batch: int):
+def with_batch(mw, batch: int):
     """A copy of the graph with batch size ``batch``: every activation tensor of these graphs
     carries the batch as its leading dimension, so that dimension is rewritten in place."""
     from qonnx.transformation.infer_shapes import InferShapes

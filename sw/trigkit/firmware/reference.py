@@ -11,6 +11,8 @@ Public API for physicists: ``trigkit.load("build/l0_pointing_tnn").predict(hits)
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,9 @@ from .fixedpoint import po2_exponent, quant_range, round_shift
 from .layout import graph_layout
 from .ops import check_handlers, check_nodes
 
-#: Events per step of the reference (memory: a few MB of activations per layer and step).
-BATCH = 1024
+#: Events per step of the reference: small enough that a step's activations stay in a core's
+#: L2 cache (measured on l0_pointing_tnn: 256 events ~100k ev/s, 384 and more ~50k ev/s).
+BATCH = 256
 _EXACT_F32 = 2**24
 _EXACT_F64 = 2**53
 
@@ -279,6 +282,28 @@ _KERNELS = {
 check_handlers("the integer reference", _KERNELS)
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep the memory a step frees for the next step (process-wide, once).
+
+    Each step of the reference allocates and frees the same few MB of activations; glibc's
+    defaults hand such blocks back to the system and fault them in again, which took half the
+    run time on l0_pointing_tnn (57k against 100k events/s on one core). Raising the mmap and
+    trim thresholds keeps them; other platforms are left as they are."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+
+
+_MALLOC_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+
 class ReferenceModel:
     """An exported model: ``predict`` runs the integer reference on hit images.
 
@@ -300,6 +325,7 @@ class ReferenceModel:
         from qonnx.core.modelwrapper import ModelWrapper
 
         self.graph = IntegerGraph(ModelWrapper(model))
+        keep_freed_memory()
         self.task = task
         self.classes = classes or []
 
