@@ -19,11 +19,18 @@ OFFLINE_MODELS := jet_wgan_gp jet_darkphoton_cnn jet_darkphoton_tnn jet_autoenco
 OFFLINE_FIRMWARE := jet_darkphoton_tnn lowpt_electron_tnn
 SELECTED := $(if $(MODEL),$(MODEL),$(MODELS))
 SELECTED_LANES := $(if $(MODEL),"$(MODEL)",$(LANES))
-# Run one stage over the selected models in their lanes, printing each model's and the stage's
-# wall time: $(call each_model,STAGE,EXTRA ARGS).
-each_model = @bash sw/tools/lanes.sh $(TRIGKIT) $(1) "$(2)" $(SELECTED_LANES)
+# Run stages over the selected models in their lanes, printing each model's and each lane's
+# wall time: $(call each_model,STAGES,EXTRA ARGS OF THE FIRST STAGE).
+each_model = @bash sw/tools/lanes.sh $(TRIGKIT) "$(1)" "$(2)" $(SELECTED_LANES)
 # One stage over a list of models, one after the other: $(call in_order,STAGE,MODELS).
-in_order = @bash sw/tools/lanes.sh $(TRIGKIT) $(1) "" "$(2)"
+in_order = @bash sw/tools/lanes.sh $(TRIGKIT) "$(1)" "" "$(2)"
+# The main job (`make train export synth`): each lane runs its whole chain, stage after stage,
+# without waiting for the other lane at every stage (the lanes take different times at
+# different stages); the later goals then find their work done. A single goal runs one stage
+# over all lanes.
+MAIN_JOB := $(and $(filter train,$(MAKECMDGOALS)),$(filter synth,$(MAKECMDGOALS)))
+CHAIN := train export rtl sim synth
+in_main_job = @echo "== $(1): done in the lanes of the main job =="
 
 .PHONY: all venv train export rtl sim synth report test lint bench baseline clean offline
 
@@ -46,24 +53,24 @@ baseline: $(STAMP)
 
 # Train (resuming from checkpoints), evaluate against the standard algorithm, write reports.
 train: $(STAMP)
-	$(call each_model,train,$(if $(DATA),--data $(DATA)))
+	$(call each_model,$(if $(MAIN_JOB),$(CHAIN),train),$(if $(DATA),--data $(DATA)))
 
 # QONNX, integer reference, test vectors and the hls4ml C simulation, all checked bit-exact.
 export: $(STAMP)
-	$(call each_model,export)
+	$(if $(MAIN_JOB),$(call in_main_job,export),$(call each_model,export))
 
 # Pipelined Verilog (da4ml) from the QONNX graph, checked against the integer reference.
 rtl: $(STAMP)
-	$(call each_model,rtl)
+	$(if $(MAIN_JOB),$(call in_main_job,rtl),$(call each_model,rtl))
 
 # cocotb testbenches under Verilator on every vector: stream, random gaps, reset.
 sim: $(STAMP)
-	$(call each_model,sim)
+	$(if $(MAIN_JOB),$(call in_main_job,sim),$(call each_model,sim))
 
 # Resources and latency of RTL proven bit-exact by the cocotb run, then the per-model reports
 # and build/summary.md.
 synth: $(STAMP) rtl sim
-	$(call each_model,synth)
+	$(if $(MAIN_JOB),$(call in_main_job,synth),$(call each_model,synth))
 	$(TRIGKIT) report
 
 # Every offline model: train (with its studies and variants), then the firmware path of the
