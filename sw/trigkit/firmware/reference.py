@@ -28,9 +28,10 @@ from .fixedpoint import po2_exponent, quant_range, round_shift
 from .layout import graph_layout
 from .ops import check_handlers, check_nodes
 
-#: Events per step of the reference: small enough that a step's activations stay in a core's
-#: L2 cache (measured on l0_pointing_tnn: 256 events ~100k ev/s, 384 and more ~50k ev/s).
-BATCH = 256
+#: Input bytes per step of the reference: small enough that a step's activations stay in a
+#: core's L2 cache (l0_pointing_tnn: 256 events of 3,456 bytes run at about 100k events/s, 384
+#: at half that), large enough that small inputs (table rows) are not dominated by Python.
+STEP_BYTES = 1 << 20
 _EXACT_F32 = 2**24
 _EXACT_F64 = 2**53
 
@@ -337,8 +338,15 @@ class ReferenceModel:
         """(N, *image shape) as stored by the simulator -> (N, *graph input shape)."""
         return graph_layout(images, self.input_shape)
 
-    def predict_int(self, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, int]:
+    def step(self, images: np.ndarray) -> int:
+        """Events per step for inputs like ``images`` (:data:`STEP_BYTES` of input)."""
+        per_event = max(int(np.prod(np.shape(images)[1:])) * np.asarray(images).itemsize, 1)
+        return int(np.clip(STEP_BYTES // per_event, 64, 65536))
+
+    def predict_int(self, images: np.ndarray, batch: int | None = None
+                    ) -> tuple[np.ndarray, int]:
         """Integer outputs and their power-of-two exponent (value = y_int * 2**exp)."""
+        batch = batch or self.step(images)
         outs, exp = [], 0
         for s in range(0, len(images), batch):
             r = self.graph.run(self.to_graph_layout(images[s:s + batch]))
@@ -348,7 +356,7 @@ class ReferenceModel:
             return np.zeros((0, int(np.prod(self.graph.output_shape[1:]))), np.int64), 0
         return np.concatenate(outs), exp
 
-    def predict(self, images: np.ndarray | str | Path, batch: int = BATCH) -> np.ndarray:
+    def predict(self, images: np.ndarray | str | Path, batch: int | None = None) -> np.ndarray:
         """Network outputs as float64 (logits for classifiers, values for regressors)."""
         if isinstance(images, str | Path):
             return np.concatenate(list(self._predict_file(Path(images), batch)) or [
@@ -362,10 +370,11 @@ class ReferenceModel:
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
-    def _predict_file(self, path: Path, batch: int):
+    def _predict_file(self, path: Path, batch: int | None):
         with open_events_h5(path) as f, reading(path):
             hits = f["hits"]
             self.to_graph_layout(np.zeros((1, *hits.shape[1:]), np.uint8))  # fits, or refused
+            batch = batch or self.step(hits[:1])
             for s in range(0, hits.shape[0], batch):
                 yield self.predict(hits[s:s + batch], batch)
 
