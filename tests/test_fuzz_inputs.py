@@ -1,4 +1,4 @@
-"""Fuzz: damaged event, table and vector files fed to every command that reads them.
+"""Fuzz: damaged event, jet-image, table and vector files fed to every command that reads them.
 
 Each corruption (truncation, flipped bytes, garbage, wrong shapes or dtypes, missing datasets or
 columns, values out of range) is first judged by an oracle written here from the file formats of
@@ -11,6 +11,7 @@ a float) are skipped; at least 200 invalid cases run.
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -26,6 +27,7 @@ import pytest
 import torch
 import yaml
 
+from test_offline_core import write_jet_file
 from trigkit.cli import main
 from trigkit.core.card import load_card
 from trigkit.firmware.export import run_export
@@ -82,6 +84,25 @@ def events_valid(path: Path, need_label: bool) -> bool:
         return not need_label
     return (label.ndim == 1 and label.dtype.kind in "iub"
             and bool(np.all((label >= 0) & (label <= 3))))
+
+
+def jets_valid(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = {k: f[k][()] for k in f}
+            names = json.loads(f.attrs["label_names"])
+    except Exception:  # noqa: BLE001
+        return False
+    images, label = arrays.get("images"), arrays.get("label")
+    if images is None or label is None or images.shape[1:] != (2, 8, 8):
+        return False
+    if images.dtype.kind != "f" or not np.all(np.isfinite(images)) or label.ndim != 1:
+        return False
+    if not isinstance(names, list) or label.dtype.kind not in "iu" or len(label) != len(images):
+        return False
+    if any(a.ndim == 1 and len(a) != len(images) for a in arrays.values()):
+        return False
+    return bool(np.all((label >= 0) & (label < len(names))))
 
 
 def table_valid(path: Path) -> bool:
@@ -168,6 +189,31 @@ def event_variants(src: Path, tmp: Path) -> list[Path]:
     return paths
 
 
+def jet_variants(src: Path, tmp: Path) -> list[Path]:
+    paths = []
+    for i, data in enumerate(byte_corruptions(src.read_bytes())):
+        p = tmp / f"j{i}.h5"
+        p.write_bytes(data)
+        paths.append(p)
+    with h5py.File(src, "r") as f:
+        good = {k: f[k][()] for k in f}
+        attrs = dict(f.attrs)
+    changes = [{"images": good["images"][:, :1]}, {"images": good["images"] * np.nan},
+               {"label": good["label"][:-2]}, {"label": good["label"] + 9},
+               {"jet_mass": good["jet_mass"][:3]}, {"__names__": "[unclosed"}]
+    for i, change in enumerate(changes):
+        p = tmp / f"js{i}.h5"
+        with h5py.File(p, "w") as g:
+            for k, v in attrs.items():
+                g.attrs[k] = v
+            if "__names__" in change:
+                g.attrs["label_names"] = change["__names__"]
+            for k, v in good.items():
+                g.create_dataset(k, data=change.get(k, v))
+        paths.append(p)
+    return paths
+
+
 def table_variants(csv_src: Path, pq_src: Path, tmp: Path) -> list[Path]:
     paths = []
     for src in (csv_src, pq_src):
@@ -238,7 +284,16 @@ def project(tmp_path_factory):
             "architecture": {"kind": "mlp", "dense": [4]},
             "training": {"epochs": 1, "batch_size": 32, "threads": 1},
         }
-        for card in (hits_card, table_card):
+        write_jet_file(root / "jets.h5", n=400)
+        jet_card = {
+            "name": "jet", "task": "classification",
+            "data": {"source": "jets.h5", "format": "jet_images", "input_shape": [2, 8, 8],
+                     "classes": ["qcd", "top"]},
+            "architecture": {"kind": "cnn", "eta_pool": 1, "channels": [2], "padding": "same",
+                             "pool": [2, 2], "dense": [4]},
+            "training": {"epochs": 1, "batch_size": 64, "threads": 1},
+        }
+        for card in (hits_card, table_card, jet_card):
             (root / "models" / f"{card['name']}.yaml").write_text(yaml.safe_dump(card))
         card = load_card("tinyh")
         torch.manual_seed(0)
@@ -285,6 +340,9 @@ def test_damaged_files_are_refused_by_every_reading_command(project):
     for p in event_variants(root / "ev.h5", bad_dir):
         for args, need_label in event_commands(str(p.relative_to(root))):
             cases.append(("events", args, lambda q, n=need_label: events_valid(q, n), p))
+    for p in jet_variants(root / "jets.h5", bad_dir):
+        cases.append(("jets", ("train", "--model", "jet", "--data", str(p.relative_to(root)),
+                               "--no-progress", "--no-evaluate"), jets_valid, p))
     for p in table_variants(root / "t.csv", root / "t.parquet", bad_dir):
         cases.append(("table", ("train", "--model", "tab", "--data", str(p.relative_to(root)),
                                 "--no-progress"), table_valid, p))
@@ -292,7 +350,7 @@ def test_damaged_files_are_refused_by_every_reading_command(project):
     saved = good_vectors.read_bytes()
     vector_cases = vector_variants(good_vectors, bad_dir)
 
-    ran = {"events": 0, "table": 0, "vectors": 0}
+    ran = {"events": 0, "jets": 0, "table": 0, "vectors": 0}
     for kind, args, oracle, path in cases:
         if oracle(path):
             continue

@@ -17,7 +17,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from trigkit import __version__
@@ -83,7 +82,7 @@ def generated_file(card: ModelCard, cache_dir: Path, progress: bool = False) -> 
 def converted_jet_file(path: Path, cache_dir: Path) -> Path:
     """Jet images from elsewhere (npz, other HDF5 keys) converted once to trigkit's layout."""
     if path.suffix.lower() in (".h5", ".hdf5"):
-        with h5py.File(path, "r") as f:
+        with open_events_h5(path, need=()) as f, reading(path):
             if "images" in f and "label" in f and "label_names" in f.attrs:
                 return path
     st = path.stat()
@@ -93,12 +92,18 @@ def converted_jet_file(path: Path, cache_dir: Path) -> Path:
 
 
 def load_jet_images(card: ModelCard, path: Path, streaming: bool | None = None) -> dict[str, Split]:
-    with open_events_h5(path, need=("images", "label")) as f:
+    with open_events_h5(path, need=("images", "label")) as f, reading(path):
         names = json.loads(f.attrs["label_names"]) if "label_names" in f.attrs else []
         pixel_size = float(f.attrs.get("pixel_size", 0.1))
         x = f["images"][()]
         label = f["label"][()]
         extra = {k: f[k][()] for k in f if k not in ("images", "label") and f[k].ndim == 1}
+        if not isinstance(names, list) or label.ndim != 1 or len(label) != len(x) or any(
+                len(v) != len(x) for v in extra.values()):
+            raise TrigkitError(f"{path}: images, labels and per-jet arrays must have one entry "
+                               "per jet, and label_names must be a JSON list")
+        if x.dtype.kind not in "fiu" or not np.all(np.isfinite(x)):
+            raise TrigkitError(f"{path}: images must be finite numbers")
     check_shape(card, x.shape[1:], path)
     target, usable = labels_or_target(card, label, names, extra, path)
     splits = split_arrays(card, path, input_codes(card, x), target, usable, extra)
@@ -188,7 +193,7 @@ def table_classes(path: Path, features: tuple[str, ...], label: str) -> tuple[st
 def _h5_label_names(path: Path) -> list[str]:
     if path.suffix.lower() not in (".h5", ".hdf5"):
         return []
-    with h5py.File(path, "r") as f:
+    with open_events_h5(path, need=()) as f, reading(path):
         return list(json.loads(f.attrs["label_names"])) if "label_names" in f.attrs else []
 
 

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 
 from trigkit import __version__
-from trigkit.core.errors import TrigkitError
-from trigkit.core.io import atomic_path, check_output_path
+from trigkit.core.errors import TrigkitError, one_line
+from trigkit.core.io import atomic_path, check_output_path, reading
 
 from .config import IMAGE_KEYS, LABEL_KEYS, LABEL_NAMES, TRUTH_UNITS, JetConfig
 from .physics import check_request, empty_chunk, iter_chunks, jet_progress
@@ -82,9 +82,9 @@ def _load_arrays(path: Path, images_key: str | None, labels_key: str | None):
     if suffix in (".h5", ".hdf5"):
         try:
             f = h5py.File(path, "r")
-        except OSError as err:
-            raise TrigkitError(f"{path} is not a readable HDF5 file ({err})") from None
-        with f:
+        except Exception as err:  # noqa: BLE001 - h5py raises several types for damaged files
+            raise TrigkitError(f"{path} is not a readable HDF5 file ({one_line(err)})") from None
+        with f, reading(path):
             keys = [k for k in f if isinstance(f[k], h5py.Dataset)]
             ik = _pick(keys, images_key, IMAGE_KEYS, "image", path)
             lk = _pick(keys, labels_key, LABEL_KEYS, "label", path)
@@ -96,9 +96,9 @@ def _load_arrays(path: Path, images_key: str | None, labels_key: str | None):
     elif suffix == ".npz":
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise TrigkitError(f"{path} is not a readable npz file ({err})") from None
-        with data:
+        except Exception as err:  # noqa: BLE001 - zip and format errors alike
+            raise TrigkitError(f"{path} is not a readable npz file ({one_line(err)})") from None
+        with data, reading(path):
             keys = list(data.files)
             ik = _pick(keys, images_key, IMAGE_KEYS, "image", path)
             lk = _pick(keys, labels_key, LABEL_KEYS, "label", path)
