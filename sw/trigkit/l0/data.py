@@ -74,14 +74,7 @@ def _hit_targets(card: ModelCard, f) -> tuple[np.ndarray, np.ndarray]:
 
 def load_hits(card: ModelCard, path: Path, streaming: bool | None) -> dict[str, Split]:
     """Hit images (in memory, or streamed when large) split by blocks, with their targets."""
-    with open_events_h5(path) as f, reading(path):
-        shape = tuple(f["hits"].shape[1:])
-        if shape != tuple(card.data.input_shape):
-            raise TrigkitError(
-                f"model card {card.name} expects input_shape {list(card.data.input_shape)} but "
-                f"{path} holds images of shape {list(shape)}; fix data.input_shape or the data"
-            )
-    info = check_hit_file(path, shape=card.data.input_shape)
+    info = check_hit_file(path, shape=card.data.input_shape)  # also the model's image shape
     with open_events_h5(path) as f, reading(path):
         target, usable = _hit_targets(card, f)
         if streaming is None:
