@@ -15,6 +15,7 @@ from trigkit.core.card import load_card
 from trigkit.core.errors import TrigkitError
 from trigkit.firmware.export import export_qonnx, run_export
 from trigkit.firmware.fixedpoint import round_shift
+from trigkit.firmware.intkernels import int8_matmul, requantise
 from trigkit.firmware.reference import IntegerGraph, ReferenceModel
 from trigkit.l0.data import edge_case_images
 from trigkit.learn.train import Trainer, load_trained_model
@@ -104,6 +105,39 @@ def test_round_shift_is_half_to_even():
     x = np.arange(-1000, 1001, dtype=np.int64)
     for k in range(0, 6):
         np.testing.assert_array_equal(round_shift(x, k), np.round(x / 2.0**k).astype(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_requantise_equals_round_shift_and_clip(dtype):
+    info = np.iinfo(dtype)
+    x = np.concatenate([np.arange(-300, 301), [info.min, info.min + 1, info.max - 1, info.max]])
+    x = np.clip(x, info.min, info.max).astype(dtype).reshape(-1, 1)
+    for k in range(1, 7):
+        for lo, hi in ((0, 7), (-8, 7), (-128, 127)):
+            want = np.clip(round_shift(x.astype(np.int64), k), lo, hi)
+            got = requantise(x, k, lo, hi, np.int8)
+            assert got.dtype == np.int8
+            np.testing.assert_array_equal(got, want)
+
+
+def test_int8_matmul_is_exact():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (257, 37)).astype(np.int8)
+    w = rng.integers(-128, 128, (37, 5)).astype(np.int8)
+    np.testing.assert_array_equal(int8_matmul(x, w), x.astype(np.int64) @ w.astype(np.int64))
+
+
+def test_relu_before_unsigned_quant_is_folded_exactly(exported):
+    """The reference leaves out a Relu feeding only unsigned Quants; the result is the same
+    as running every op (the tracer's list keeps the Relu)."""
+    _, _, _, result = exported
+    ref = ReferenceModel(result["onnx"])
+    graph = ref.graph
+    assert sum(op.kind == "Relu" for op in graph.plan) < sum(op.kind == "Relu" for op in graph.ops)
+    x = ref.to_graph_layout(np.load(result["vectors"])["x"][:200])
+    folded = graph.run(x).ints
+    graph.plan = graph.ops
+    np.testing.assert_array_equal(graph.run(x).ints, folded)
 
 
 def _stock_ternary_model():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from trigkit.core.io import open_events_h5, reading
 from trigkit.core.paths import ONNX_NAME, REPORT_JSON
 
 from .fixedpoint import po2_exponent, quant_range, round_shift
+from .intkernels import int8_matmul, requantise
 from .layout import graph_layout
 from .ops import check_handlers, check_nodes
 
@@ -34,6 +35,8 @@ from .ops import check_handlers, check_nodes
 STEP_BYTES = 1 << 20
 _EXACT_F32 = 2**24
 _EXACT_F64 = 2**53
+_EXACT_I32 = 2**31
+_INT8_MAX = 127
 
 
 @dataclass
@@ -88,6 +91,28 @@ class _Op:
     inputs: list[str]
     output: str
     attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _fold_relu_into_quant(ops: list[_Op], graph_output: str) -> list[_Op]:
+    """The ops to execute: a Relu whose every consumer is an unsigned Quant is left out.
+
+    An unsigned Quant clips at 0, and round-half-even of a negative value is <= 0, so
+    Quant(Relu(x)) == Quant(x) exactly; the Relu pass over memory is saved. ``ops`` itself (what
+    the RTL tracer replays) is not changed."""
+    consumers: dict[str, list[_Op]] = {}
+    for op in ops:
+        for name in op.inputs:
+            consumers.setdefault(name, []).append(op)
+    renamed: dict[str, str] = {}
+    plan = []
+    for op in ops:
+        users = consumers.get(op.output, [])
+        if (op.kind == "Relu" and op.output != graph_output and users
+                and all(u.kind == "Quant" and not u.attrs.get("signed", 1) for u in users)):
+            renamed[op.output] = renamed.get(op.inputs[0], op.inputs[0])
+            continue
+        plan.append(replace(op, inputs=[renamed.get(i, i) for i in op.inputs]))
+    return plan
 
 
 class IntegerGraph:
@@ -146,6 +171,7 @@ class IntegerGraph:
             self.ops.append(_Op(node.op_type, where, [node.input[0]] + (
                 [node.input[1]] if node.op_type in ("Conv", "MatMul") else []),
                 node.output[0], attrs))
+        self.plan = _fold_relu_into_quant(self.ops, self.output_name)
 
     @staticmethod
     def _quantise_constant(w: np.ndarray, attrs: dict, where: str) -> IntTensor:
@@ -162,7 +188,7 @@ class IntegerGraph:
             raise TrigkitError(f"input has shape {list(x.shape[1:])} per event; the graph "
                                f"expects {list(self.input_shape[1:])}")
         env: dict[str, IntTensor | np.ndarray] = {self.input_name: x}
-        for op in self.ops:
+        for op in self.plan:
             args = [env[i] if i in env else self.constants[i] for i in op.inputs]
             env[op.output] = _KERNELS[op.kind](op, *args)
         out = env[self.output_name]
@@ -178,8 +204,16 @@ class IntegerGraph:
         if isinstance(t, IntTensor):
             shift = a["exp"] - t.exp
             x = t.ints
-            if shift > 0 and x.dtype.kind != "f" and t.bound < _EXACT_F32:
-                x = x.astype(np.float32)  # exact: |x| < 2**24, power-of-two scaling
+            if shift > 0 and x.dtype.kind in "iu":
+                return IntTensor(requantise(x, shift, lo, hi, storage_dtype(bound)), a["exp"],
+                                 bound)
+            if shift > 0 and x.dtype.kind == "f":
+                # exact: integers below 2**24 (2**53) in float32 (float64), power-of-two
+                # scaling, np.rint rounds half to even; one new array, then in place
+                q = x * x.dtype.type(2.0 ** -shift)
+                np.rint(q, out=q)
+                np.clip(q, lo, hi, out=q)
+                return IntTensor(q.astype(storage_dtype(bound)), a["exp"], bound)
             q = _round_shift_any(x, shift)
         else:  # the float graph input: must lie on the grid to be exact
             x = np.asarray(t)
@@ -269,9 +303,12 @@ class IntegerGraph:
     @staticmethod
     def _op_matmul(op: _Op, t: IntTensor, w: IntTensor) -> IntTensor:
         bound = max(t.bound * int(np.abs(w.ints).sum(axis=0).max(initial=0)), 1)
+        x = t.ints.reshape(t.ints.shape[0], -1)
+        if x.dtype == np.int8 and w.bound <= _INT8_MAX and bound < _EXACT_I32:
+            return IntTensor(int8_matmul(x, w.ints), t.exp + w.exp, bound)
         dtype = exact_dtype(bound)
-        x = t.ints.reshape(t.ints.shape[0], -1).astype(dtype, copy=False)
-        return IntTensor(x @ w.ints.astype(dtype), t.exp + w.exp, bound)
+        return IntTensor(x.astype(dtype, copy=False) @ w.ints.astype(dtype), t.exp + w.exp,
+                         bound)
 
 
 _KERNELS = {
