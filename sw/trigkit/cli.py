@@ -15,6 +15,7 @@ from trigkit.pipeline import firmware as fw
 from trigkit.pipeline import studies
 from trigkit.pipeline.predict import predict_stage
 from trigkit.pipeline.report import report_stage
+from trigkit.pipeline.scan import ScanOptions, scan_stage
 from trigkit.pipeline.training import DataOptions, headline, run_evaluation, train_stage
 
 app = typer.Typer(
@@ -266,6 +267,43 @@ def predict(
     res = predict_stage(load_card(model), input_file, out, exact, overwrite, progress)
     typer.echo(f"wrote {out}: {res['events']} events ({res['path']} path) in "
                f"{res['seconds']:.2f} s ({res['events'] / max(res['seconds'], 1e-9):,.0f} ev/s)")
+
+
+@app.command()
+def scan(
+    model: ModelOpt,
+    space: Annotated[Path, typer.Option(help="SPACE.yaml: the card keys to scan and their "
+                                        "choices or ranges, and the per-trial budget.")],
+    trials: Annotated[int, typer.Option(help="Trials in total (a resumed scan runs only the "
+                                        "missing ones).")] = 24,
+    objective: Annotated[str, typer.Option(help="accuracy (classifiers), sigma_core_cm, "
+                                           "median_abs_cm, rms_cm or tail_frac_8cm (regressors);"
+                                           " default accuracy or sigma_core_cm.")] = "",
+    max_lut: Annotated[float | None, typer.Option(help="LUT budget of the Pareto front.")] = None,
+    max_latency_ns: Annotated[float | None, typer.Option(
+        help="Latency limit (default: the card's hardware.latency_cutoff_ns).")] = None,
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT of "
+                                                "`ray start --head`); default: this machine.")
+                       ] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Trials at once (default: CPUs / "
+                                                   "threads).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (torch) per trial.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue the scan in build/scan_NAME, keeping "
+                                         "its finished trials.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Delete an earlier scan of NAME first.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    """Co-design scan: the Pareto front of a card's metric against LUTs (Ray Tune + Optuna).
+
+    Every trial trains a derived card, exports it and traces it with da4ml (the real stages);
+    writes build/scan_NAME/ (trials.csv/.parquet, pareto.png, report.md) and the Pareto cards
+    models/NAME_pareto_K.yaml.
+    """
+    opts = ScanOptions(trials=trials, objective=objective, max_lut=max_lut,
+                       max_latency_ns=max_latency_ns, address=address, resume=resume,
+                       concurrent=concurrent, threads=threads, seed=seed, progress=progress)
+    scan_stage(load_card(model), space, opts, fresh=fresh, say=typer.echo)
 
 
 @app.command()

@@ -172,6 +172,24 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
     return ref, comb, out_exp, (mismatches, n_vectors)
 
 
+def stage_delay_units(clock_ns: float) -> float:
+    """da4ml's per-stage ``latency_cutoff`` for a clock of ``clock_ns``."""
+    return clock_ns * DELAY_UNITS_PER_NS
+
+
+def pipeline(comb, delay: float):
+    """da4ml's pipeline of ``comb``: stages of at most ``delay`` da4ml delay units."""
+    from da4ml.trace.pipeline import to_pipeline
+
+    return to_pipeline(comb, delay, verbose=False)
+
+
+def latency_cycles(pipe) -> int:
+    """Clock cycles from input to output of the written design: the stage inputs are
+    registered, and the output once more."""
+    return len(pipe.solutions) + 1
+
+
 def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = None,
               clock_ns: float = 3.125, latency_cutoff_ns: float = 100.0, *,
               vectors_path: str | Path | None = None, input_bits: int = 1,
@@ -211,13 +229,14 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
                            "build")
 
     t0 = time.perf_counter()
-    delay = float(stage_delay) if stage_delay is not None else clock_ns * DELAY_UNITS_PER_NS
+    delay = float(stage_delay) if stage_delay is not None else stage_delay_units(clock_ns)
     vname = _verilog_name(name)
     _prepare_out_dir(out_dir)
-    model = VerilogModel(comb, vname, out_dir, latency_cutoff=delay, clock_period=clock_ns)
+    pipe = pipeline(comb, delay)
+    model = VerilogModel(pipe, vname, out_dir, latency_cutoff=delay, clock_period=clock_ns)
     model.write()
-    n_stages = len(model._pipe.solutions)
-    latency = n_stages + 1  # stage inputs are registered, and the output once more
+    n_stages = len(pipe.solutions)
+    latency = latency_cycles(pipe)
     in_bits, out_bits = n_in * lin["bits"], n_out * lout["bits"]
     (out_dir / "src" / f"{CORE_MODULE}.v").write_text(
         _core_verilog(name, vname, in_bits, out_bits, latency))
