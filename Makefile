@@ -32,7 +32,7 @@ MAIN_JOB := $(and $(filter train,$(MAKECMDGOALS)),$(filter synth,$(MAKECMDGOALS)
 CHAIN := train export rtl sim synth
 in_main_job = @echo "== $(1): done in the lanes of the main job =="
 
-.PHONY: all venv train export rtl sim synth report test lint bench baseline clean offline
+.PHONY: all venv train export rtl sim synth report test lint bench baseline clean offline scan
 
 all: train export synth
 
@@ -90,6 +90,13 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 -q
+
+# Co-design scan of one card over models/spaces/MODEL.yaml (Ray Tune + Optuna), e.g.
+# make scan MODEL=l0_pointing_tnn SCAN_ARGS="--trials 24 --max-lut 86000 --resume"
+SCAN_ARGS ?= --trials 24 --resume
+scan: $(STAMP)
+	@test -n "$(MODEL)" || { echo "make scan needs MODEL=NAME (a card with models/spaces/NAME.yaml)"; exit 2; }
+	$(TRIGKIT) scan --model $(MODEL) --space models/spaces/$(MODEL).yaml $(SCAN_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python sw/bench/bench_simulate.py

@@ -100,9 +100,16 @@ def test_scan_writes_front_and_resume_skips_finished_trials(project):
         stamps = {p: p.stat().st_mtime_ns for p in records}
         with pytest.raises(TrigkitError, match="--resume"):
             scan_stage(card, space, ScanOptions(trials=3, progress=False))
-        second = scan_stage(card, space, ScanOptions(trials=3, resume=True, progress=False))
+        second = scan_stage(card, space, ScanOptions(trials=3, resume=True, progress=False,
+                                                     synth_top=1, write_cards=False))
         assert second["trials"] == 3
-        assert {p: p.stat().st_mtime_ns for p in records} == stamps  # not run again
+        synthesised = [r for r in second["front"] if "yosys" in r]
+        assert len(synthesised) == 1 and synthesised[0]["yosys"]["lut"] > 0
+        assert synthesised[0]["rtl_vectors"] > 0  # the Verilog was checked before synthesis
+        assert "LUT (Yosys)" in (out / "report.md").read_text()
+        assert {p: p.stat().st_mtime_ns for p in records
+                if p.parent.name != synthesised[0]["trial"]} == {
+            p: t for p, t in stamps.items() if p.parent.name != synthesised[0]["trial"]}
         rows = (out / "trials.csv").read_text().strip().splitlines()
         assert len(rows) == 4
         assert json.loads((out / "scan.json").read_text())["trials"] == 3

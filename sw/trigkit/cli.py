@@ -292,6 +292,13 @@ def scan(
                                          "its finished trials.")] = False,
     fresh: Annotated[bool, typer.Option(help="Delete an earlier scan of NAME first.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Scan folder (default build/scan_NAME).")
+                   ] = None,
+    cards: Annotated[bool, typer.Option(help="Write the Pareto cards models/NAME_pareto_K.yaml."
+                                        )] = True,
+    synth_top: Annotated[int, typer.Option(help="Verilog (checked on test vectors) and Yosys "
+                                           "for the K front points with the best metric.")
+                         ] = 0,
     progress: ProgressOpt = True,
 ) -> None:
     """Co-design scan: the Pareto front of a card's metric against LUTs (Ray Tune + Optuna).
@@ -302,7 +309,8 @@ def scan(
     """
     opts = ScanOptions(trials=trials, objective=objective, max_lut=max_lut,
                        max_latency_ns=max_latency_ns, address=address, resume=resume,
-                       concurrent=concurrent, threads=threads, seed=seed, progress=progress)
+                       concurrent=concurrent, threads=threads, seed=seed, progress=progress,
+                       out=out, write_cards=cards, synth_top=synth_top)
     scan_stage(load_card(model), space, opts, fresh=fresh, say=typer.echo)
 
 

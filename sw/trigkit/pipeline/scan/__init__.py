@@ -29,7 +29,7 @@ from .results import (
 )
 from .search import ScanOptions, objective_of, run_search, scan_dir
 from .space import SearchSpace, read_space
-from .trial import trial_id
+from .trial import synthesise_trial, trial_id
 
 __all__ = ["ScanOptions", "SearchSpace", "read_space", "scan_stage", "scan_dir"]
 
@@ -60,20 +60,22 @@ def scan_stage(card: ModelCard, space_path: Path, opts: ScanOptions, fresh: bool
     """Run (or resume) the scan of ``card`` over SPACE.yaml and write its results."""
     space = read_space(space_path, card)  # refused before anything starts
     objective, direction = objective_of(card, opts.objective)
-    out = scan_dir(card.name)
+    out = Path(opts.out) if opts.out is not None else scan_dir(card.name)
     _check_ready(card, out, opts, fresh)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records = run_search(card, space, opts, out)
     max_latency = opts.max_latency_ns or card.hardware.latency_cutoff_ns
     front = pareto_front(feasible(records, opts.max_lut, max_latency), direction)
+    if opts.synth_top > 0:
+        front = _synthesise_top(card, front, opts.synth_top, out / "trials", direction, say)
     keys = [p.key for p in space.params]
     csv_path, _ = write_table(table_rows(records, keys), out)
     start = space.card_values(card)
     current_id = trial_id(space.overrides(start)) if start is not None else None
     current = next((r for r in records if r.get("card_hash") == current_id), None)
     plot = plot_front(records, front, objective, out / "pareto.png", opts.max_lut, current)
-    cards = write_pareto_cards(card, front, objective)
+    cards = write_pareto_cards(card, front, objective) if opts.write_cards else []
     summary = {"model": card.name, "objective": objective, "direction": direction,
                "trials": len(records), "ok": sum(r["status"] == "ok" for r in records),
                "budget": space.budget, "max_lut": opts.max_lut, "max_latency_ns": max_latency,
@@ -85,6 +87,17 @@ def scan_stage(card: ModelCard, space_path: Path, opts: ScanOptions, fresh: bool
     say(f"scan {card.name}: {summary['ok']} of {len(records)} trials ran; front of "
         f"{len(front)} point(s) -> {out}/report.md, cards {', '.join(map(str, cards)) or 'none'}")
     return summary
+
+
+def _synthesise_top(card: ModelCard, front: list[dict[str, Any]], k: int, trials_dir: Path,
+                    direction: str, say) -> list[dict[str, Any]]:
+    """Yosys figures of the ``k`` front points with the best objective (cheapest kept)."""
+    best = sorted(front, key=lambda r: r["objective"], reverse=direction == "max")[:k]
+    done = {}
+    for r in best:
+        say(f"scan: Verilog, check and Yosys of trial {r['trial']} ({r['lut']:,.0f} LUT da4ml)")
+        done[r["trial"]] = synthesise_trial(card, r, trials_dir)
+    return [done.get(r["trial"], r) for r in front]
 
 
 def scan_markdown(summary: dict[str, Any], keys: list[str], csv_path: Path, plot: Path) -> str:
@@ -102,10 +115,11 @@ def scan_markdown(summary: dict[str, Any], keys: list[str], csv_path: Path, plot
                   f"{summary['span_s']:.0f} s (median trial {summary['median_trial_s']:.0f} s).",
                   ""]
     lines += [f"![Pareto front]({plot.name})", "", "## Pareto front", "",
-              f"| trial | {obj} | LUT | latency [ns] | " + " | ".join(keys) + " |",
-              "|---|---|---|---|" + "---|" * len(keys)]
+              f"| trial | {obj} | LUT (da4ml) | LUT (Yosys) | latency [ns] | "
+              + " | ".join(keys) + " |", "|---|---|---|---|---|" + "---|" * len(keys)]
     for r in summary["front"]:
-        lines.append(f"| {r['trial']} | {r['objective']:.4f} | {r['lut']:,.0f} | "
+        yosys = f"{r['yosys']['lut']:,}" if "yosys" in r else "-"
+        lines.append(f"| {r['trial']} | {r['objective']:.4f} | {r['lut']:,.0f} | {yosys} | "
                      f"{r['latency_ns']:g} | "
                      + " | ".join(f"`{json.dumps(r['card'].get(k))}`" for k in keys) + " |")
     cur = summary.get("current")

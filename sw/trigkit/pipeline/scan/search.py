@@ -43,6 +43,9 @@ class ScanOptions:
     threads: int = 1
     seed: int = 0
     progress: bool = True
+    out: Path | None = None
+    write_cards: bool = True
+    synth_top: int = 0
 
 
 def scan_dir(name: str, build: Path = BUILD) -> Path:

@@ -22,10 +22,11 @@ import torch
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
 from trigkit.core.io import write_json_atomic
-from trigkit.core.paths import ONNX_NAME
-from trigkit.firmware.export import export_qonnx
+from trigkit.core.paths import ONNX_NAME, VECTORS_NAME, YOSYS_LOG
+from trigkit.firmware.export import export_qonnx, make_vectors, write_vectors
 from trigkit.firmware.reference import ReferenceModel
-from trigkit.firmware.rtl import latency_cycles, pipeline, stage_delay_units
+from trigkit.firmware.rtl import latency_cycles, pipeline, stage_delay_units, write_rtl
+from trigkit.firmware.synth import synth_yosys
 from trigkit.firmware.trace import trace_graph
 from trigkit.learn.data import load_splits
 from trigkit.learn.metrics import accuracy, regression_metrics
@@ -36,8 +37,8 @@ OBJECTIVES = {"accuracy": "max", "sigma_core_cm": "min", "median_abs_cm": "min",
               "rms_cm": "min", "tail_frac_8cm": "min"}
 #: The objective of a task unless ``--objective`` says otherwise.
 DEFAULT_OBJECTIVE = {"classification": "accuracy", "regression": "sigma_core_cm"}
-RECORD_FIELDS = ("trial", "status", "objective", "lut", "latency_cycles", "latency_ns",
-                 "params", "weight_nonzero", "epochs", "wall_s", "error")
+#: Test vectors the Verilog of a synthesised trial is checked on before Yosys runs.
+SYNTH_VECTORS = 2000
 
 
 def trial_id(overrides: dict[str, Any]) -> str:
@@ -124,3 +125,33 @@ def read_records(trials_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue  # a trial interrupted while writing: it is run again
     return sorted(out, key=lambda r: r.get("started", 0.0))
+
+
+def synthesise_trial(base: ModelCard, record: dict[str, Any], trials_dir: Path,
+                     n_vectors: int = SYNTH_VECTORS) -> dict[str, Any]:
+    """Yosys figures of a finished trial, as ``trigkit rtl`` and ``synth`` make them: Verilog
+    written from its QONNX graph and checked on ``n_vectors`` test vectors (0 mismatches or an
+    error) before synthesis. Stored in the record (``yosys``); done once per trial."""
+    if "yosys" in record:
+        return record
+    out_dir = trials_dir / record["trial"]
+    overrides = {**record["budget"], **record["card"]}
+    card = base.with_overrides(f"{base.name}_scan_{record['card_hash']}", overrides)
+    reference = ReferenceModel(out_dir / ONNX_NAME)
+    x = make_vectors(card, n_vectors, seed=4242)
+    y_int, y_exp = reference.predict_int(x)
+    write_vectors(out_dir / VECTORS_NAME, x, y_int, y_exp)
+    info = write_rtl(card.name, out_dir / ONNX_NAME, out_dir / "hw",
+                     clock_ns=card.hardware.clock_ns,
+                     latency_cutoff_ns=card.hardware.latency_cutoff_ns,
+                     vectors_path=out_dir / VECTORS_NAME, input_bits=card.input_bits,
+                     input_signed=card.input_signed)
+    if info["trace_vs_ref"]:
+        raise TrigkitError(f"trial {record['trial']}: the traced RTL differs from the reference "
+                           f"on {info['trace_vs_ref']} vectors")
+    y = synth_yosys(out_dir / "hw", log_path=out_dir / YOSYS_LOG)
+    record = {**record, "yosys": {k: y[k] for k in ("lut", "ff", "dsp", "bram", "logic_depth",
+                                                     "seconds")},
+              "rtl_vectors": info["trace_vectors"], "rtl_latency_cycles": info["latency_cycles"]}
+    write_json_atomic(out_dir / "record.json", record)
+    return record
