@@ -16,6 +16,7 @@ from trigkit.core.errors import ConfigError, TrigkitError
 from trigkit.pipeline.scan import ScanOptions, read_space, scan_stage
 from trigkit.pipeline.scan.results import pareto_front
 from trigkit.pipeline.scan.search import check_address
+from trigkit.pipeline.scan.trial import record_trial
 
 TINY = {
     "name": "tiny_scan", "task": "classification",
@@ -116,3 +117,15 @@ def test_scan_writes_front_and_resume_skips_finished_trials(project):
     finally:
         ray.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
+
+
+def test_trial_past_its_safety_limit_is_stopped_and_recorded(project):
+    card = load_card("tiny_scan")
+    t0 = time.perf_counter()
+    record = record_trial(card, {"training.epochs": 1}, ["training.epochs"], "accuracy",
+                          project / "trials", run_id="t0", limit_s=2.0)
+    assert time.perf_counter() - t0 < 30
+    assert record["status"] == "error"
+    assert "per-trial safety limit of 2 s" in record["error"]
+    saved = json.loads((project / "trials" / record["trial"] / "record.json").read_text())
+    assert saved["error"] == record["error"]

@@ -288,6 +288,9 @@ def scan(
     concurrent: Annotated[int | None, typer.Option(help="Trials at once (default: CPUs / "
                                                    "threads).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (torch) per trial.")] = 1,
+    trial_minutes: Annotated[float, typer.Option(
+        help="Safety limit per trial (e.g. a da4ml trace of a huge dense layer): a trial still "
+             "running after this is stopped and recorded as such; 0 for none.")] = 30.0,
     resume: Annotated[bool, typer.Option(help="Continue the scan in build/scan_NAME, keeping "
                                          "its finished trials.")] = False,
     fresh: Annotated[bool, typer.Option(help="Delete an earlier scan of NAME first.")] = False,
@@ -310,7 +313,8 @@ def scan(
     opts = ScanOptions(trials=trials, objective=objective, max_lut=max_lut,
                        max_latency_ns=max_latency_ns, address=address, resume=resume,
                        concurrent=concurrent, threads=threads, seed=seed, progress=progress,
-                       out=out, write_cards=cards, synth_top=synth_top)
+                       out=out, write_cards=cards, synth_top=synth_top,
+                       trial_minutes=trial_minutes or None)
     scan_stage(load_card(model), space, opts, fresh=fresh, say=typer.echo)
 
 

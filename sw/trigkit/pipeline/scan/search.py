@@ -46,6 +46,7 @@ class ScanOptions:
     out: Path | None = None
     write_cards: bool = True
     synth_top: int = 0
+    trial_minutes: float | None = 30.0
 
 
 def scan_dir(name: str, build: Path = BUILD) -> Path:
@@ -98,7 +99,7 @@ def _start_ray(opts: ScanOptions) -> int:
 
 
 def _trainable(base: ModelCard, space: SearchSpace, objective: str, trials_dir: Path,
-               root: Path, threads: int):
+               root: Path, threads: int, limit_s: float | None):
     """The function Ray runs per trial (in the repository root, whatever Ray's own folder)."""
     budget_keys = list(space.budget)
 
@@ -107,7 +108,7 @@ def _trainable(base: ModelCard, space: SearchSpace, objective: str, trials_dir: 
 
         os.chdir(root)
         record = record_trial(base, space.overrides(config), budget_keys, objective,
-                              trials_dir, tune.get_context().get_trial_id(), threads)
+                              trials_dir, tune.get_context().get_trial_id(), threads, limit_s)
         if record["status"] != "ok":
             raise TrigkitError(f"trial {record['trial']} failed: {record['error']}")
         return {"objective": record["objective"], "lut": record["lut"],
@@ -156,7 +157,8 @@ def run_search(base: ModelCard, space: SearchSpace, opts: ScanOptions,
         points_to_evaluate=[start] if start is not None and not done else None)
     trainable = tune.with_resources(
         _trainable(base, space, objective, trials_dir.resolve(), Path.cwd().resolve(),
-                   opts.threads), {"cpu": opts.threads})
+                   opts.threads, opts.trial_minutes * 60 if opts.trial_minutes else None),
+        {"cpu": opts.threads})
     with tqdm(total=todo, desc=f"scan {base.name}", unit="trial",
               disable=not opts.progress) as bar:
         tuner = tune.Tuner(

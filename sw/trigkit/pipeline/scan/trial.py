@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +38,8 @@ OBJECTIVES = {"accuracy": "max", "sigma_core_cm": "min", "median_abs_cm": "min",
               "rms_cm": "min", "tail_frac_8cm": "min"}
 #: The objective of a task unless ``--objective`` says otherwise.
 DEFAULT_OBJECTIVE = {"classification": "accuracy", "regression": "sigma_core_cm"}
+#: Where a running trial notes its stage.
+STAGE_FILE = "stage.txt"
 #: Test vectors the Verilog of a synthesised trial is checked on before Yosys runs.
 SYNTH_VECTORS = 2000
 
@@ -66,18 +69,27 @@ def _weights_nonzero(reference: ReferenceModel) -> tuple[int, int]:
     return (sum(int(np.count_nonzero(c)) for c in consts), sum(int(c.size) for c in consts))
 
 
+def _stage(out_dir: Path, name: str) -> None:
+    """Note the stage a trial is in (named when the safety limit stops it)."""
+    (out_dir / STAGE_FILE).write_text(name)
+
+
 def run_trial(card: ModelCard, out_dir: Path, threads: int = 1) -> dict[str, Any]:
     """Train, export, trace and score ``card`` in ``out_dir``; the trial's figures."""
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    _stage(out_dir, "train")
     splits = load_splits(card)
     result = Trainer(card, out_dir=out_dir, progress=False, splits=splits,
                      verbose=False).fit(fresh=True)
     model = load_trained_model(card, out_dir=out_dir)
+    _stage(out_dir, "export")
     onnx_path = export_qonnx(card, model, out_dir / ONNX_NAME)
     reference = ReferenceModel(onnx_path)
+    _stage(out_dir, "trace (da4ml)")
     comb, _ = trace_graph(reference.graph, card.input_bits, input_signed=card.input_signed)
     cycles = latency_cycles(pipeline(comb, stage_delay_units(card.hardware.clock_ns)))
+    _stage(out_dir, "validation")
     nonzero, total = _weights_nonzero(reference)
     return {"metrics": validation_metrics(card, reference, splits), "lut": float(comb.cost),
             "latency_cycles": cycles, "latency_ns": cycles * card.hardware.clock_ns,
@@ -85,12 +97,31 @@ def run_trial(card: ModelCard, out_dir: Path, threads: int = 1) -> dict[str, Any
             "stopped": result.stopped, "wall_s": time.perf_counter() - t0}
 
 
+class TrialTimeout(TrigkitError):
+    """A trial stopped by its wall-clock safety limit."""
+
+
+def _run_limited(card: ModelCard, out_dir: Path, threads: int,
+                 limit_s: float | None) -> dict[str, Any]:
+    if limit_s is None:
+        return run_trial(card, out_dir, threads)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        job = pool.apply_async(run_trial, (card, out_dir, threads))
+        try:
+            return job.get(timeout=limit_s)
+        except multiprocessing.TimeoutError:
+            stage = (out_dir / STAGE_FILE).read_text() if (out_dir / STAGE_FILE).is_file() else "?"
+            raise TrialTimeout(f"stopped by the per-trial safety limit of {limit_s:g} s in stage "
+                               f"{stage} (--trial-minutes)") from None
+
+
 def record_trial(base: ModelCard, overrides: dict[str, Any], budget_keys: list[str],
                  objective: str, trials_dir: Path, run_id: str,
-                 threads: int = 1) -> dict[str, Any]:
+                 threads: int = 1, limit_s: float | None = None) -> dict[str, Any]:
     """Run one trial and write its record (``trials/<card hash>-<run id>/record.json``),
     failed or not. Every run is its own record, even when a searcher proposes the same card
-    twice."""
+    twice. With ``limit_s`` the trial runs in a child process that is stopped after that many
+    seconds (a safety stop, recorded as such with the stage it was in)."""
     card_hash = trial_id(overrides)
     tid = f"{card_hash}-{run_id}"
     out_dir = trials_dir / tid
@@ -104,7 +135,7 @@ def record_trial(base: ModelCard, overrides: dict[str, Any], budget_keys: list[s
     t0 = time.perf_counter()
     try:
         card = base.with_overrides(f"{base.name}_scan_{card_hash}", overrides)
-        figures = run_trial(card, out_dir, threads)
+        figures = _run_limited(card, out_dir, threads, limit_s)
         if objective not in figures["metrics"]:
             raise TrigkitError(f"objective {objective} is not a figure of {card.task} models; "
                                f"choose one of {', '.join(figures['metrics'])}")
