@@ -152,7 +152,9 @@ def run_search(base: ModelCard, space: SearchSpace, opts: ScanOptions,
     start = space.card_values(base)
     searcher = OptunaSearch(
         metric=["objective", "lut"], mode=[direction, "min"],
-        sampler=optuna.samplers.TPESampler(seed=opts.seed, multivariate=True),
+        # a resumed scan draws on from a new seed: the same seed would repeat the proposals
+        # of the first run (its random start-up trials) instead of new ones
+        sampler=optuna.samplers.TPESampler(seed=opts.seed + len(done), multivariate=True),
         storage=storage, study_name=f"scan_{base.name}",
         points_to_evaluate=[start] if start is not None and not done else None)
     trainable = tune.with_resources(
