@@ -129,3 +129,15 @@ def test_trial_past_its_safety_limit_is_stopped_and_recorded(project):
     assert "per-trial safety limit of 2 s" in record["error"]
     saved = json.loads((project / "trials" / record["trial"] / "record.json").read_text())
     assert saved["error"] == record["error"]
+
+
+def test_missing_teacher_is_refused_unless_the_budget_drops_distillation(project):
+    data = {**TINY, "training": {**TINY["training"], "distill": {"teacher": "tiny_f32"}}}
+    (project / "models" / "tiny_scan.yaml").write_text(yaml.safe_dump(data))
+    card = load_card("tiny_scan")
+    params = {"quant.act_bits": {"low": 2, "high": 3}}
+    with pytest.raises(TrigkitError, match=r"distils from tiny_f32, which is not trained"):
+        scan_stage(card, _space(project, {"params": params}), ScanOptions(trials=0))
+    space = _space(project, {"budget": {"training.distill": None}, "params": params})
+    with pytest.raises(TrigkitError, match=r"--trials = 0 must be at least 1"):
+        scan_stage(card, space, ScanOptions(trials=0))

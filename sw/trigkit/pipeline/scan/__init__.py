@@ -34,14 +34,16 @@ from .trial import synthesise_trial, trial_id
 __all__ = ["ScanOptions", "SearchSpace", "read_space", "scan_stage", "scan_dir"]
 
 
-def _check_ready(card: ModelCard, out: Path, opts: ScanOptions, fresh: bool) -> None:
+def _check_ready(card: ModelCard, space: SearchSpace, out: Path, opts: ScanOptions,
+                 fresh: bool) -> None:
     if not card.quant.is_quantised:
         raise TrigkitError(f"{card.name} is a float model: a scan measures firmware cost, so "
                            "it needs a quantised card (quant.weights: ternary)")
     if card.task not in ("classification", "regression"):
         raise TrigkitError(f"a scan needs a classifier or a regressor; {card.name} is a "
                            f"{card.task} model")
-    teacher = card.training.distill.teacher if card.training.distill else ""
+    distill = card.with_overrides(card.name, space.budget).training.distill  # as trials run
+    teacher = distill.teacher if distill else ""
     if teacher and not (model_dir(teacher) / BEST_CHECKPOINT).is_file():
         raise TrigkitError(f"{card.name} distils from {teacher}, which is not trained: run "
                            f"`make train MODEL={teacher}` first")
@@ -61,7 +63,7 @@ def scan_stage(card: ModelCard, space_path: Path, opts: ScanOptions, fresh: bool
     space = read_space(space_path, card)  # refused before anything starts
     objective, direction = objective_of(card, opts.objective)
     out = Path(opts.out) if opts.out is not None else scan_dir(card.name)
-    _check_ready(card, out, opts, fresh)
+    _check_ready(card, space, out, opts, fresh)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     records = run_search(card, space, opts, out)
