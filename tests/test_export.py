@@ -190,3 +190,14 @@ def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
         ReferenceModel(bad)
     with pytest.raises(TrigkitError, match="not found; export the model first"):
         ReferenceModel(tmp_path / "missing.onnx")
+
+
+def test_byte_inputs_out_of_range_are_clipped_like_float_inputs(exported):
+    """Hit images arrive as uint8: inside the input quantiser's range they are read as they
+    are (no copy), outside it they are clipped exactly as the same values given as floats."""
+    _, _, _, result = exported
+    ref = ReferenceModel(result["onnx"])
+    x = ref.to_graph_layout(np.load(result["vectors"])["x"][:50]).astype(np.uint8)
+    for codes in (x, x * np.uint8(5)):  # 0/1, and 0/5 (above the 2-bit range)
+        np.testing.assert_array_equal(ref.graph.run(codes).ints,
+                                      ref.graph.run(codes.astype(np.float32)).ints)

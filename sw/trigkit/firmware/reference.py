@@ -217,6 +217,11 @@ class IntegerGraph:
             q = _round_shift_any(x, shift)
         else:  # the float graph input: must lie on the grid to be exact
             x = np.asarray(t)
+            if (x.dtype == np.uint8 and a["exp"] == 0 and lo <= 0 and hi <= _INT8_MAX
+                    and (x.size == 0 or int(x.max()) <= hi)):
+                # unsigned byte codes already inside the range (hit images): the clip does
+                # nothing and the same bytes read as int8 are the same values; no copy
+                return IntTensor(x.view(np.int8), a["exp"], bound)
             q = x if x.dtype.kind in "iu" and a["exp"] == 0 else np.round(
                 x.astype(np.float64) * 2.0 ** -a["exp"])
         q = np.clip(q, lo, hi)
