@@ -77,13 +77,6 @@ def storage_dtype(bound: int) -> type:
     return np.int64
 
 
-def _round_shift_any(x: np.ndarray, k: int) -> np.ndarray:
-    """round(x / 2**k), ties to even, for integer-valued float or integer arrays."""
-    if x.dtype.kind == "f":  # scaling by a power of two is exact; np.round is half-to-even
-        return np.round(x * x.dtype.type(2.0 ** -k)) if k else x
-    return round_shift(x, k)
-
-
 @dataclass
 class _Op:
     kind: str
@@ -214,7 +207,8 @@ class IntegerGraph:
                 np.rint(q, out=q)
                 np.clip(q, lo, hi, out=q)
                 return IntTensor(q.astype(storage_dtype(bound)), a["exp"], bound)
-            q = _round_shift_any(x, shift)
+            # shift <= 0: a finer grid, so the values are multiplied by 2**-shift exactly
+            q = x * x.dtype.type(2.0 ** -shift) if x.dtype.kind == "f" else round_shift(x, shift)
         else:  # the float graph input: must lie on the grid to be exact
             x = np.asarray(t)
             if (x.dtype == np.uint8 and a["exp"] == 0 and lo <= 0 and hi <= _INT8_MAX
