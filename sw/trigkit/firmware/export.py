@@ -24,8 +24,9 @@ from trigkit.core.errors import TrigkitError
 from trigkit.core.io import atomic_path
 from trigkit.core.paths import ONNX_NAME, VECTORS_NAME
 from trigkit.learn.data import code_dtype, load_splits
-from trigkit.learn.models import to_input
+from trigkit.learn.models import firmware_network, to_input
 
+from .frontend import RowEdgesFrontEnd, attach_front_end
 from .hls_precision import check_hls_compatible
 from .reference import IntegerGraph, ReferenceModel
 
@@ -73,12 +74,25 @@ def export_qonnx(card: ModelCard, model, out_path: Path) -> Path:
             f"{card.name} is a float model (quant.weights: float): it has no exact fixed-point "
             "export. Export its quantised counterpart instead."
         )
-    mw = brevitas_to_qonnx(model, torch.zeros(1, *_torch_input_shape(card)))
+    front_end = front_end_of(card)
+    if front_end is None:
+        mw = brevitas_to_qonnx(model, torch.zeros(1, *_torch_input_shape(card)))
+    else:
+        mw = brevitas_to_qonnx(firmware_network(model), torch.zeros(1, front_end.n_features))
+        attach_front_end(mw, front_end)
     check_hls_compatible(mw)  # names the node and the fix for anything that is not exact
     IntegerGraph(mw)  # and the reference must be able to evaluate it
     with atomic_path(out_path) as tmp_path:
         mw.save(str(tmp_path))
     return out_path
+
+
+def front_end_of(card: ModelCard) -> RowEdgesFrontEnd | None:
+    """The fixed firmware front end of ``card``'s architecture, if it has one."""
+    if card.architecture.kind != "l0_hitfeat":
+        return None
+    rows, width = card.data.input_shape[-2:]
+    return RowEdgesFrontEnd(int(rows), int(width))
 
 
 def _torch_input_shape(card: ModelCard) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from trigkit.core.io import open_events_h5, reading
 from trigkit.core.paths import ONNX_NAME, REPORT_JSON
 
 from .fixedpoint import po2_exponent, quant_range, round_shift
+from .frontend import read_front_end
 from .intkernels import int8_matmul, requantise
 from .layout import graph_layout
 from .ops import check_handlers, check_nodes
@@ -362,16 +363,32 @@ class ReferenceModel:
         from qonnx.core.modelwrapper import ModelWrapper
 
         self.graph = IntegerGraph(ModelWrapper(model))
+        self.front_end = read_front_end(model)
+        if self.front_end is not None:
+            want = (1, self.front_end.n_features)
+            if tuple(self.graph.input_shape) != want:
+                raise TrigkitError(f"{self.path}: the graph input {list(self.graph.input_shape)} "
+                                   f"does not take the front end's {want[1]} features")
         keep_freed_memory()
         self.task = task
         self.classes = classes or []
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input event (the images before any front end)."""
+        if self.front_end is not None:
+            return self.front_end.input_shape
         return self.graph.input_shape[1:]
 
+    def graph_input_bits(self, input_bits: int) -> int:
+        """Bits of one graph input code: the front end's feature codes, else ``input_bits``."""
+        return input_bits if self.front_end is None else self.front_end.feature_bits
+
     def to_graph_layout(self, images: np.ndarray) -> np.ndarray:
-        """(N, *image shape) as stored by the simulator -> (N, *graph input shape)."""
+        """(N, *image shape) as stored by the simulator -> (N, *graph input shape), through the
+        front end when the model has one."""
+        if self.front_end is not None:
+            return self.front_end.apply(images)
         return graph_layout(images, self.input_shape)
 
     def step(self, images: np.ndarray) -> int:

@@ -17,15 +17,13 @@ from torch import nn
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
 
+from .frontend import FrontEndNet, RowEdges, row_edges_bits
 from .gan import Generator
 
 
-def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1,
-                         input_signed: bool = False):
+def _input_quantiser(input_bits: int, input_signed: bool):
     from brevitas.quant.base import IntQuant, PerTensorConstScaling2bit, UintQuant
-    from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
     from brevitas.quant.solver import ActQuantSolver
-    from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
 
     in_bits = max(2, input_bits)
 
@@ -41,11 +39,6 @@ def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1
         max_val = float((1 << in_bits) - 1)
         min_val = 0.0
 
-    class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
-        """Ternary weights with a power-of-two scale (Brevitas' stock 0.1 is not exact)."""
-
-        scaling_const = weight_scale
-
     class SignedInputQuant(IntQuant, PerTensorConstScaling2bit, ActQuantSolver):
         """Signed integer input codes (standardised table features) on a scale-1 grid."""
 
@@ -54,49 +47,92 @@ def _brevitas_quantisers(weight_scale: float, act_bits: int, input_bits: int = 1
         max_val = float((1 << (input_bits - 1)) - 1)
         min_val = -float(1 << (input_bits - 1))
 
+    return SignedInputQuant if input_signed else BinaryInputQuant
+
+
+def _weight_quantiser(bits: int, scale: float):
+    """Signed narrow-range ``bits``-bit weights times the power-of-two ``scale`` (2 bits:
+    ternary). Brevitas divides its constant threshold by the largest code, so the threshold
+    is ``scale`` x that code and the exported scale is exactly ``scale``."""
+    from brevitas.quant.base import NarrowIntQuant, PerTensorConstScaling2bit
+    from brevitas.quant.solver import WeightQuantSolver
+    from brevitas.quant.ternary import SignedTernaryWeightPerTensorConst
+
+    if bits == 2:
+        class TernaryWeightQuant(SignedTernaryWeightPerTensorConst):
+            """Ternary weights with a power-of-two scale (Brevitas' stock 0.1 is not exact)."""
+
+            scaling_const = scale
+
+        return TernaryWeightQuant
+
+    class Pow2WeightQuant(NarrowIntQuant, PerTensorConstScaling2bit, WeightQuantSolver):
+        """Multi-bit integer weights with one power-of-two scale per tensor."""
+
+        bit_width = bits
+        scaling_const = scale * ((1 << (bits - 1)) - 1)
+
+    return Pow2WeightQuant
+
+
+def _act_quantiser(act_bits: int):
+    from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint
+
     class ActQuant(Uint8ActPerTensorFixedPoint):
         """Unsigned activations, power-of-two scale learned from statistics."""
 
         bit_width = act_bits
 
-    return (SignedInputQuant if input_signed else BinaryInputQuant), TernaryWeightQuant, ActQuant
+    return ActQuant
 
 
 class _Layers:
-    """Factory of float or quantised layers with one interface."""
+    """Factory of float or quantised layers with one interface; quantised layers take their
+    bits and scales from the card, layer by layer, in the order they are made."""
 
     def __init__(self, card: ModelCard):
         self.card = card
         self.quant = card.quant.is_quantised
-        if self.quant:
-            self.input_q, self.weight_q, self.act_q = _brevitas_quantisers(
-                card.quant.weight_scale, card.quant.act_bits, card.input_bits,
-                card.input_signed)
+        self.n_weighted = 0
+        self.n_acts = 0
 
-    def input(self) -> nn.Module:
+    def input(self, bits: int | None = None) -> nn.Module:
         if not self.quant:
             return nn.Identity()
         import brevitas.nn as qnn
 
-        return qnn.QuantIdentity(act_quant=self.input_q, return_quant_tensor=True)
+        q = _input_quantiser(bits or self.card.input_bits, self.card.input_signed)
+        return qnn.QuantIdentity(act_quant=q, return_quant_tensor=True)
 
-    def _init_ternary(self, layer: nn.Module) -> None:
-        # Uniform in +-1.5 scale: about two thirds of the weights start non-zero.
-        s = self.card.quant.weight_scale
-        nn.init.uniform_(layer.weight, -1.5 * s, 1.5 * s)
+    def _next_weight_quant(self) -> object:
+        bits, scale = self.card.quant.layer_weights(self.n_weighted)
+        self.n_weighted += 1
+        return _weight_quantiser(bits, scale)
 
-    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int], padding: str = "valid"
-             ) -> nn.Module:
+    def _init_weights(self, layer: nn.Module) -> None:
+        # Uniform in +-1.5 codes (ternary: about two thirds start non-zero); multi-bit weights
+        # start like a float layer, clipped to their range.
+        bits, scale = self.card.quant.layer_weights(self.n_weighted - 1)
+        if bits == 2:
+            nn.init.uniform_(layer.weight, -1.5 * scale, 1.5 * scale)
+        else:
+            with torch.no_grad():
+                top = scale * ((1 << (bits - 1)) - 1)
+                layer.weight.clamp_(-top, top)
+
+    def conv(self, c_in: int, c_out: int, kernel: tuple[int, int], padding: str = "valid",
+             stride: tuple[int, int] = (1, 1)) -> nn.Module:
         if not self.quant:
-            return nn.Conv2d(c_in, c_out, kernel, padding=padding)
+            return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding)
         import brevitas.nn as qnn
 
         if padding != "valid":
-            raise TrigkitError(f"{self.card.name}: ternary convolutions must use valid padding "
+            raise TrigkitError(f"{self.card.name}: quantised convolutions must use valid padding "
                                "(padded convolutions are not supported by the exact export)")
-        layer = qnn.QuantConv2d(c_in, c_out, kernel, weight_quant=self.weight_q, bias=False,
+        q = self._next_weight_quant()
+        layer = qnn.QuantConv2d(c_in, c_out, kernel, stride=stride, weight_quant=q, bias=False,
                                 return_quant_tensor=True)
-        self._init_ternary(layer)
+        self._init_weights(layer)
         return layer
 
     def linear(self, n_in: int, n_out: int, last: bool = False) -> nn.Module:
@@ -104,9 +140,10 @@ class _Layers:
             return nn.Linear(n_in, n_out)
         import brevitas.nn as qnn
 
-        layer = qnn.QuantLinear(n_in, n_out, weight_quant=self.weight_q, bias=False,
+        q = self._next_weight_quant()
+        layer = qnn.QuantLinear(n_in, n_out, weight_quant=q, bias=False,
                                 return_quant_tensor=not last)
-        self._init_ternary(layer)
+        self._init_weights(layer)
         return layer
 
     def relu(self) -> nn.Module:
@@ -114,16 +151,9 @@ class _Layers:
             return nn.ReLU()
         import brevitas.nn as qnn
 
-        return qnn.QuantReLU(act_quant=self.act_q, return_quant_tensor=True)
-
-
-def _conv_output_shape(shape: tuple[int, int], kernel, pool, padding: str = "valid"
-                       ) -> tuple[int, int]:
-    if padding == "same":
-        return shape[0] // pool[0], shape[1] // pool[1]
-    h = (shape[0] - kernel[0] + 1) // pool[0]
-    w = (shape[1] - kernel[1] + 1) // pool[1]
-    return h, w
+        q = _act_quantiser(self.card.quant.layer_act_bits(self.n_acts))
+        self.n_acts += 1
+        return qnn.QuantReLU(act_quant=q, return_quant_tensor=True)
 
 
 class ConvAutoencoder(nn.Module):
@@ -198,35 +228,61 @@ def build_model(card: ModelCard) -> nn.Module:
     if a.kind == "wgan":
         return Generator(a.latent_dim, image_shape(card))
     f = _Layers(card)
+    if a.kind == "l0_hitfeat":
+        _, rows, width = image_shape(card)
+        net = _dense_stack(card, f, [f.input(row_edges_bits(width))], 3 * rows,
+                           scale_input=not f.quant and 1.0 / (1 << row_edges_bits(width)))
+        return FrontEndNet(RowEdges(width), net)
     layers: list[nn.Module] = [f.input()]
-    if a.kind in ("l0_cnn", "cnn"):
-        if a.kind == "l0_cnn" and len(card.data.input_shape) != 2:
-            raise TrigkitError(f"{card.name}: l0_cnn needs 2-D images, data.input_shape is "
+    if a.kind in ("l0_cnn", "l0_road", "cnn"):
+        if a.kind != "cnn" and len(card.data.input_shape) != 2:
+            raise TrigkitError(f"{card.name}: {a.kind} needs 2-D images, data.input_shape is "
                                f"{list(card.data.input_shape)}; use kind cnn for (C, H, W)")
-        c_in, h, w = image_shape(card)
-        if a.eta_pool > 1:
-            layers.append(nn.MaxPool2d((1, a.eta_pool)))  # OR of adjacent binary strips
-            w //= a.eta_pool
-        for c_out in a.channels:
-            layers.append(f.conv(c_in, c_out, tuple(a.kernel), a.padding))
-            if a.batchnorm:
-                layers.append(nn.BatchNorm2d(c_out))
-            layers.append(f.relu())
-            h, w = _conv_output_shape((h, w), a.kernel, (1, 1), a.padding)
-            if tuple(a.pool) != (1, 1):
-                layers.append(nn.MaxPool2d(tuple(a.pool)))
-                h, w = h // a.pool[0], w // a.pool[1]
-            if h < 1 or w < 1:
-                raise TrigkitError(
-                    f"{card.name}: the convolutions shrink the {list(card.data.input_shape)} input "
-                    "to nothing; use fewer layers, smaller kernels or less pooling"
-                )
-            c_in = c_out
-        layers.append(nn.Flatten())
-        n = c_in * h * w
+        n = _conv_stack(card, f, layers)
     else:
         layers.append(nn.Flatten())
         n = math.prod(card.data.input_shape)
+    return _dense_stack(card, f, layers, n)
+
+
+def _conv_stack(card: ModelCard, f: _Layers, layers: list[nn.Module]) -> int:
+    """Append OR-pool, convolutions (+ pools) and the optional global max; the flat width."""
+    a = card.architecture
+    c_in, h, w = image_shape(card)
+    if a.eta_pool > 1:
+        layers.append(nn.MaxPool2d((1, a.eta_pool)))  # OR of adjacent binary strips
+        w //= a.eta_pool
+    for i, c_out in enumerate(a.channels):
+        kernel, stride = a.conv_kernel(i, h), a.conv_stride(i)
+        layers.append(f.conv(c_in, c_out, kernel, a.padding, stride))
+        if a.batchnorm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(f.relu())
+        if a.padding == "same":
+            h, w = -(-h // stride[0]), -(-w // stride[1])
+        else:
+            h, w = (h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1
+        if h >= 1 and w >= 1 and tuple(a.pool) != (1, 1):
+            layers.append(nn.MaxPool2d(tuple(a.pool)))
+            h, w = h // a.pool[0], w // a.pool[1]
+        if h < 1 or w < 1:
+            raise TrigkitError(
+                f"{card.name}: the convolutions shrink the {list(card.data.input_shape)} input "
+                "to nothing; use fewer layers, smaller kernels or strides, or less pooling")
+        c_in = c_out
+    if a.uses_global_max:
+        layers.append(nn.MaxPool2d((1, w)))  # "some road fired anywhere in eta"
+        w = 1
+    layers.append(nn.Flatten())
+    return c_in * h * w
+
+
+def _dense_stack(card: ModelCard, f: _Layers, layers: list[nn.Module], n: int,
+                 scale_input: float | bool = False) -> nn.Module:
+    """Append the hidden dense layers and the output layer; the whole network."""
+    a = card.architecture
+    if scale_input:
+        layers.append(_Scale(float(scale_input)))
     for width in a.dense:
         layers.append(f.linear(n, width))
         layers.append(f.relu())
@@ -234,14 +290,33 @@ def build_model(card: ModelCard) -> nn.Module:
             layers.append(nn.Dropout(a.dropout))
         n = width
     layers.append(f.linear(n, card.n_outputs, last=True))
+    if f.quant:
+        card.quant.check_layers(f.n_weighted, f.n_acts)
     return nn.Sequential(*[m for m in layers if type(m) is not nn.Identity])
+
+
+class _Scale(nn.Module):
+    """A fixed input scale (float models of integer features: codes to about [0, 1))."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def firmware_network(model: nn.Module) -> nn.Module:
+    """The part of ``model`` that QONNX exports (after any fixed front end)."""
+    return model.net if isinstance(model, FrontEndNet) else model
 
 
 def to_input(images: torch.Tensor | object, card: ModelCard) -> torch.Tensor:
     """Inputs (N, *input_shape) -> float tensor in the network's layout ((N, C, H, W) for
     convolutional networks; 2-D images get one channel)."""
     x = torch.as_tensor(images).float()
-    if card.architecture.kind in ("l0_cnn", "cnn", "autoencoder", "wgan") and x.ndim == 3:
+    if card.architecture.kind in ("l0_cnn", "l0_road", "cnn", "autoencoder",
+                                  "wgan") and x.ndim == 3:
         x = x.unsqueeze(1)
     return x
 
@@ -258,8 +333,11 @@ def count_parameters(model: nn.Module) -> int:
 
 def weight_memory_bits(model: nn.Module, card: ModelCard) -> int:
     """Bits to store the network's parameters: weights at their bit width, the rest at 32."""
-    n_weights = sum(w.numel() for w in weight_tensors(model))
-    return n_weights * card.quant.weight_bits + (count_parameters(model) - n_weights) * 32
+    weights = weight_tensors(model)
+    n_weights = sum(w.numel() for w in weights)
+    bits = sum(w.numel() * (card.quant.layer_weights(i)[0] if card.quant.is_quantised else 32)
+               for i, w in enumerate(weights))
+    return bits + (count_parameters(model) - n_weights) * 32
 
 
 def runtime_quant_state(model: nn.Module) -> dict[str, dict]:

@@ -60,6 +60,10 @@ def headline(name: str, result: dict) -> list[str]:
             f"{name} baseline: {short(result['baseline'])}"]
 
 
+def _listed(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def run_evaluation(card: ModelCard, progress: bool = False) -> dict:
     """Evaluate the best checkpoint of ``card`` and write report.json, report.md and plots."""
     out = model_dir(card.name)
@@ -70,7 +74,7 @@ def run_evaluation(card: ModelCard, progress: bool = False) -> dict:
     plots = sorted(str(p.relative_to(out)) for p in (out / PLOTS).glob("*.png"))
     update_report(out, {
         "model": card.name, "task": card.task, "params": count_parameters(model),
-        "weight_bits": card.quant.weight_bits,
+        "weight_bits": (_listed(card.quant.weight_bits) if card.quant.is_quantised else 32),
         "weight_memory_bits": weight_memory_bits(model, card),
         "offline": card.data.input_format != "hits",
         "metrics": result["metrics"], "baseline": result["baseline"], "plots": plots,
