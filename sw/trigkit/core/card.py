@@ -318,7 +318,8 @@ def _pick(value: Any, i: int, key: str) -> Any:
     if not isinstance(value, tuple):
         return value
     if i >= len(value):
-        raise ConfigError(f"{key} lists {len(value)} values, layer {i} has none")
+        raise ConfigError(f"{key} lists {len(value)} values but the network has more layers "
+                          f"(layer {i + 1} has none); give one value for all, or one per layer")
     return value[i]
 
 
@@ -344,7 +345,9 @@ class TrainSpec:
     anomaly score and that variable) or an adversary (``adversary_lambda``; a network predicts
     the variable's quantile bin from the score, the model is trained to defeat it).
     WGAN-GP models use ``critic_steps`` critic updates per generator update and a gradient
-    penalty ``gp_lambda``.
+    penalty ``gp_lambda``. ``monitor`` selects ``best.pt`` and drives early stopping on the
+    validation split: ``val_loss`` (distillation term included), ``val_accuracy``
+    (classification) or ``val_median_abs`` (regression).
     """
 
     epochs: int = 20
@@ -361,6 +364,7 @@ class TrainSpec:
     distill: DistillSpec | None = None
     max_minutes: float = 120.0
     threads: int = 2
+    monitor: Literal["val_loss", "val_accuracy", "val_median_abs"] = "val_loss"
     decorrelate: str = "jet_mass"
     disco_lambda: float = 0.0
     adversary_lambda: float = 0.0
@@ -465,6 +469,10 @@ class ModelCard:
                 raise ConfigError("classification needs at least two data.classes")
         elif self.task == "regression" and self.data.target == "label":
             raise ConfigError("regression needs a truth dataset as data.target, e.g. vtx_r")
+        wants = {"val_accuracy": "classification", "val_median_abs": "regression"}
+        if self.training.monitor in wants and self.task != wants[self.training.monitor]:
+            raise ConfigError(f"training.monitor {self.training.monitor} is for "
+                              f"{wants[self.training.monitor]} models; use val_loss")
         if self.task == "anomaly" and self.architecture.kind != "autoencoder":
             raise ConfigError("task anomaly needs architecture.kind: autoencoder")
         if (self.task == "generative") != (self.architecture.kind == "wgan"):

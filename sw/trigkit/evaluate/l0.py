@@ -12,6 +12,7 @@ import numpy as np
 
 from trigkit.core.cache import cached_file
 from trigkit.core.config import from_dict, to_dict
+from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import CACHE
 from trigkit.core.plots import (
     plot_confusion,
@@ -32,7 +33,7 @@ from trigkit.l0.baseline import (
 from trigkit.l0.data import sim_config_for
 from trigkit.l0.detector import LABELS
 from trigkit.l0.simulate import iter_chunks
-from trigkit.l0.vertexfit import fit_vertex
+from trigkit.l0.vertexfit import fit_known_tracks, fit_vertex
 from trigkit.learn.metrics import (
     accuracy,
     confusion_matrix,
@@ -170,6 +171,13 @@ def _plot_trigger_comparison(card, plots_dir: Path, pt: np.ndarray, events: dict
 
 
 @register_evaluator("regression", "hits")
+def _truth_or_none(split, key: str) -> np.ndarray | None:
+    try:
+        return split.truth(key)
+    except TrigkitError:  # e.g. a user's file without simulation truth
+        return None
+
+
 def evaluate_regression(card, model, splits, plots_dir, progress: bool = False) -> dict:
     """Resolution metrics of the network and of the analytic two-track vertex fit."""
     test = splits["test"]
@@ -177,10 +185,17 @@ def evaluate_regression(card, model, splits, plots_dir, progress: bool = False) 
     pred = predict_outputs(model, card, images)
     true = test.target.astype(np.float64)
     metrics = {**regression_metrics(pred, true), "test_events": int(len(true))}
-    fit = fit_vertex(images, sim_config_for(card).detector)
+    det = sim_config_for(card).detector
+    fit = fit_vertex(images, det)
     baseline = {"algorithm": "analytic two-track vertex fit",
                 **regression_metrics(fit["r_cm"], true),
                 "fit_success": float(np.mean(fit["ok"]))}
+    mu_x = _truth_or_none(test, "mu_x") if card.data.target == "vtx_r" else None
+    if mu_x is not None:  # the toy's resolution floor: the same fit, perfect hit assignment
+        baseline["floor"] = {
+            "true_positions": regression_metrics(fit_known_tracks(mu_x, det, False), true),
+            "strip_centres": regression_metrics(fit_known_tracks(mu_x, det, True), true),
+        }
     res_net = pred - true
     res_fit = fit["r_cm"] - true
     fits = {}

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 from trigkit.core.errors import TrigkitError
-from trigkit.core.paths import RTL_JSON, SIM_DIR, ModelFiles
+from trigkit.core.paths import COMMON_HDL, RTL_JSON, SIM_DIR, ModelFiles
+from trigkit.learn.frontend import row_edges_bits
 
+from .frontend import ROW_EDGES_SOURCE
 from .layout import load_rtl_info, load_vectors, rtl_sources
 
 TB_MODULE = "tb_trigkit_top"
@@ -195,6 +197,40 @@ def run_cocotb(name: str, hw_dir: str | Path, vectors_path: str | Path,
         "sim_s": round(sim_s, 2),
         "log": str(log),
     }
+
+
+def check_row_edges(rows: int, width: int, build_dir: str | Path, seed: int = 1) -> dict:
+    """Simulate hw/common/row_edges.v alone (sim/tb_row_edges.py) against its numpy twin.
+    Returns {"vectors", "mismatches", "passed", "log"}."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    results = build_dir / "row_edges_results.json"
+    results.unlink(missing_ok=True)
+    log = build_dir / "sim.log"
+    params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_edges_bits(width)}
+    env = verilator_env("-O0") | {"TRIGKIT_RESULTS": str(results), "TRIGKIT_SEED": str(seed)}
+    sys.path.insert(0, str(SIM_DIR))
+    try:
+        with patched_environ(env, drop=("PYTEST_CURRENT_TEST",)):
+            runner = get_runner("verilator")
+            runner.build(sources=[COMMON_HDL / ROW_EDGES_SOURCE], hdl_toplevel="row_edges",
+                         parameters=params, build_dir=build_dir, always=True,
+                         log_file=build_dir / "build.log")
+            xml = runner.test(test_module="tb_row_edges", hdl_toplevel="row_edges",
+                              hdl_toplevel_lang="verilog", build_dir=build_dir,
+                              test_dir=build_dir, parameters=params,
+                              results_xml=str(build_dir / "results.xml"), log_file=log)
+    except (RuntimeError, SystemExit) as err:
+        raise TrigkitError(f"simulation of row_edges failed to run ({err}); log {log}:\n"
+                           f"{_tail(log)}") from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(SIM_DIR))
+    n_tests, n_failed = get_results(xml)
+    out = json.loads(results.read_text()) if results.is_file() else {}
+    return {**out, "passed": n_tests == 1 and n_failed == 0, "log": str(log)}
 
 
 def run_sim(card, build_dir: str | Path | None = None, hw_dir: str | Path | None = None,

@@ -554,3 +554,41 @@ def fit_vertex(hits: np.ndarray, det: DetectorConfig) -> dict[str, np.ndarray]:
         for key, val in _fit_batch(geo, xc, wid, seeds).items():
             out[key][events] = val
     return out
+
+
+def fit_known_tracks(mu_x: np.ndarray, det: DetectorConfig, strips: bool) -> np.ndarray:
+    """Vertex radius (cm) from the two muons' true crossing columns, hits assigned perfectly.
+
+    The resolution floor of the toy (no pattern recognition, no clusters): ``mu_x`` (N, 2, L)
+    continuous columns (NaN where a muon missed a row), fitted with the same curved model as
+    :func:`fit_vertex`. ``strips=False`` fits the true positions (only multiple scattering is
+    left); ``strips=True`` the centres of the strips they cross (scattering + quantisation).
+    NaN where a muon has fewer than two rows or the lines are parallel.
+    """
+    geo = _Geometry(det)
+    rows = np.concatenate([geo.finding, geo.outer])
+    x = np.asarray(mu_x, dtype=np.float64)[..., rows]
+    if strips:
+        x = np.floor(x) + 0.5
+    seen = np.isfinite(x)
+    radii = np.broadcast_to(geo.radii[rows], x.shape)
+    x0 = np.where(seen, x, 0.0)
+    z = np.where(seen, geo.z_of(x0, radii), 0.0)
+    sig = geo.dz_per_strip(x0, radii) / np.sqrt(12.0)
+    w = np.where(seen, sig**-2.0, 0.0)
+    n_st = np.einsum("...r,rs->...s", (w > 0).astype(np.float64), geo.same_station)
+    w = w / np.maximum(n_st, 1.0)
+    r = radii - geo.r_ref
+    inner = np.isin(rows, geo.finding)
+    # straight fit in the finding rows first: the slope that sets the curvature term's scale
+    w_in = np.where(inner, w, 0.0)
+    s0, s1, s2 = w_in.sum(-1), (w_in * r).sum(-1), (w_in * r * r).sum(-1)
+    t0, t1 = (w_in * z).sum(-1), (w_in * r * z).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b0 = np.nan_to_num((s0 * t1 - s1 * t0) / (s0 * s2 - s1 * s1))
+    fa, fb, _, _, _, _, ok = _curved_fit(geo, r, z, w, b0)
+    ok = ok.all(1) & ((seen.sum(-1)) >= 2).all(1)
+    db = fb[:, 0] - fb[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = (fa[:, 1] - fa[:, 0]) / db
+    return np.where(ok & (db != 0), 100.0 * (geo.r_ref + u), np.nan)

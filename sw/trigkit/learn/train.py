@@ -288,6 +288,15 @@ class Trainer:
             metrics["val_median_abs"] = float(np.median(np.abs(err)))
         return total / n, metrics
 
+    def _monitored(self, val_loss: float, val_metrics: dict[str, float]) -> float:
+        """What selects best.pt and drives early stopping (lower is better): the validation
+        loss, or ``training.monitor`` (val_accuracy is maximised)."""
+        monitor = self.spec.monitor
+        if monitor == "val_loss":
+            return val_loss
+        value = val_metrics[monitor]
+        return -value if monitor == "val_accuracy" else value
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, fresh: bool = False, epochs: int | None = None) -> TrainResult:
         """Train (or resume) and return the history; writes checkpoints and metrics files."""
@@ -335,9 +344,10 @@ class Trainer:
                    "seconds": time.perf_counter() - t0}
             state["history"].append(row)
             state["epoch"] = epoch + 1
-            improved = val_loss < state["best_val"]
+            score = self._monitored(val_loss, val_metrics)
+            improved = score < state["best_val"]
             if improved:
-                state.update(best_val=val_loss, best_epoch=epoch + 1, bad_epochs=0)
+                state.update(best_val=score, best_epoch=epoch + 1, bad_epochs=0)
             else:
                 state["bad_epochs"] += 1
             if state["bad_epochs"] >= self.spec.patience:
@@ -438,5 +448,7 @@ class Trainer:
 
     @staticmethod
     def _result(state: dict[str, Any], seconds: float) -> TrainResult:
-        return TrainResult(state["history"], state["best_epoch"], state["best_val"],
-                           state["stopped"] or "completed", seconds)
+        best = state["best_epoch"]
+        best_loss = state["history"][best - 1]["val_loss"] if best >= 1 else math.inf
+        return TrainResult(state["history"], best, best_loss, state["stopped"] or "completed",
+                           seconds)

@@ -1,0 +1,147 @@
+"""The L0 architecture kinds l0_road and l0_hitfeat and per-layer multi-bit weights: builders,
+card checks, the row_edges front end (numpy twin = torch twin = hand-written RTL), and a tiny
+card of each kind through every stage (train, QONNX, reference, hls4ml C-sim, da4ml RTL, cocotb,
+Yosys) with 0 mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+from trigkit.core.card import ModelCard, load_card
+from trigkit.core.config import from_dict
+from trigkit.core.errors import ConfigError, TrigkitError
+from trigkit.firmware.cocotb_runner import check_row_edges
+from trigkit.firmware.frontend import META_KEY, read_front_end
+from trigkit.learn.frontend import RowEdges, row_edges_numpy
+from trigkit.learn.models import build_model, count_parameters, to_input, weight_memory_bits
+from trigkit.learn.train import Trainer
+from trigkit.pipeline.firmware import export_stage, rtl_stage, sim_stage, synth_stage
+
+DATA = {"events": 1500, "seed": 5, "split": [0.6, 0.2, 0.2], "input_shape": [9, 64],
+        "sim": {"detector": {"n_eta_bins": 64}}}
+ROAD = {"name": "tiny_road", "task": "classification", "data": DATA,
+        "architecture": {"kind": "l0_road", "eta_pool": 2, "channels": [4],
+                         "kernels": [[0, 5]], "strides": [[1, 2]], "pool": [1, 1],
+                         "dense": [8]},
+        "quant": {"weights": "pow2", "weight_bits": [2, 4, 6],
+                  "weight_scale": [0.25, 0.125, 0.0625], "act_bits": [3, 4]},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 5e-3, "threads": 1},
+        "hardware": {"clock_ns": 3.125, "latency_cutoff_ns": 100}}
+HITFEAT = {"name": "tiny_hitfeat", "task": "regression",
+           "data": {**DATA, "seed": 6, "sample": "darkphoton", "target": "vtx_r",
+                    "target_scale": 100.0,
+                    "sim": {"detector": {"n_eta_bins": 64, "noise_rate": 0.0}}},
+           "architecture": {"kind": "l0_hitfeat", "dense": [8]},
+           "quant": {"weights": "pow2", "weight_bits": [6, 4],
+                     "weight_scale": [0.0078125, 0.125], "act_bits": 6},
+           "training": {"epochs": 2, "batch_size": 64, "lr": 5e-3, "threads": 1,
+                        "loss": "huber", "huber_delta": 0.1},
+           "hardware": {"clock_ns": 3.125, "latency_cutoff_ns": 100}}
+
+
+def _card(base: dict, **sections) -> ModelCard:
+    data = json.loads(json.dumps(base))
+    for key, value in sections.items():
+        data[key] = {**data[key], **value}
+    return from_dict(ModelCard, data)
+
+
+def test_row_edges_twins_agree():
+    rng = np.random.default_rng(0)
+    imgs = (rng.random((200, 9, 70)) < rng.choice([0.0, 0.01, 0.1, 0.6], (200, 9, 1)))
+    imgs = imgs.astype(np.uint8)
+    want = row_edges_numpy(imgs)
+    got = RowEdges(70)(torch.as_tensor(imgs).float().unsqueeze(1)).numpy()
+    assert np.array_equal(got.astype(np.int64), want)
+    img = np.zeros((1, 2, 10), np.uint8)
+    img[0, 0, [3, 7]] = 1  # row 0: first 3, last 7; row 1: empty
+    assert row_edges_numpy(img).tolist() == [[3, 0, 7, 0, 1, 0]]
+
+
+def test_row_edges_rtl_matches_twin(tmp_path):
+    """hw/common/row_edges.v alone, 2 groups of chunks per row, against the numpy twin."""
+    res = check_row_edges(4, 200, tmp_path / "sim")
+    assert res["passed"] and res["mismatches"] == 0 and res["vectors"] > 100, res
+
+
+def test_road_builds_roads_over_all_rows_and_a_global_max():
+    card = _card(ROAD, quant={"weights": "float"})
+    model = build_model(card)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].kernel_size == (9, 5) and convs[0].stride == (1, 2)
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools[-1].kernel_size == (1, 14)  # (64 / 2 - 5) // 2 + 1 positions
+    assert model(to_input(torch.zeros(3, 9, 64), card)).shape == (3, 3)
+
+
+def test_per_layer_weight_bits_reach_the_graph_and_the_memory_count(tmp_path):
+    from trigkit.firmware.export import brevitas_to_qonnx
+
+    card = _card(ROAD)
+    model = build_model(card).eval()
+    mw = brevitas_to_qonnx(model, torch.zeros(1, 1, 9, 64))
+    weight_bits = [int(mw.get_initializer(n.input[3])) for n in mw.graph.node
+                   if n.op_type == "Quant" and mw.get_initializer(n.input[0]) is not None]
+    scales = [float(mw.get_initializer(n.input[1])) for n in mw.graph.node
+              if n.op_type == "Quant" and mw.get_initializer(n.input[0]) is not None]
+    assert weight_bits == [2, 4, 6] and scales == [0.25, 0.125, 0.0625]
+    n = [w.numel() for w in (m.weight for m in model.modules() if hasattr(m, "weight_quant"))]
+    others = count_parameters(model) - sum(n)  # learned activation scales, at 32 bits
+    assert weight_memory_bits(model, card) == 2 * n[0] + 4 * n[1] + 6 * n[2] + 32 * others
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"architecture": {"kernels": [[0, 5], [1, 3]]}}, "kernels has 2 entries for 1"),
+    ({"quant": {"weights": "ternary", "weight_bits": 4}}, "use quant.weights: pow2"),
+    ({"quant": {"weight_scale": [0.25, 0.3, 0.5]}}, "0.3 must be a power of two"),
+    ({"quant": {"weight_bits": [2, 9, 4]}}, "quant.weight_bits"),
+])
+def test_bad_kinds_and_quantisers_are_refused(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        _card(ROAD, **sections)
+
+
+def test_per_layer_lists_must_match_the_network():
+    with pytest.raises(ConfigError, match="weight_bits lists 2 values but the network has more"):
+        build_model(_card(ROAD, quant={"weight_bits": [2, 4], "weight_scale": 0.25}))
+
+
+def test_unknown_front_end_metadata_is_refused():
+    model = onnx.ModelProto()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps({"kind": "row_edges", "rows": 9, "width": -4})
+    with pytest.raises(TrigkitError, match="must be integers"):
+        read_front_end(model)
+    entry.value = '{"kind": "shell", "cmd": "rm"}'
+    with pytest.raises(TrigkitError, match="not a known front end"):
+        read_front_end(model)
+
+
+@pytest.mark.parametrize("card_dict", [ROAD, HITFEAT], ids=["l0_road", "l0_hitfeat"])
+def test_tiny_card_of_each_kind_through_every_stage(workdir, card_dict):
+    name = card_dict["name"]
+    (workdir / "models" / f"{name}.yaml").write_text(yaml.safe_dump(card_dict))
+    card = load_card(name)
+    Trainer(card, progress=False, verbose=False).fit()
+    export_stage(card, vectors=300, progress=False, say=lambda _m: None)
+    rtl_stage(card, say=lambda _m: None)
+    sim_stage(card, say=lambda _m: None)
+    synth_stage(card, tool="yosys", say=lambda _m: None)
+    report = json.loads((workdir / "build" / name / "report.json").read_text())
+    exact = report["bit_exact"]
+    assert exact["vectors"] >= 300
+    assert {k: v for k, v in exact.items() if k != "vectors"} == {
+        "qonnx_vs_ref": 0, "brevitas_vs_ref": 0, "hls_csim_vs_ref": 0, "trace_vs_ref": 0,
+        "rtl_vs_ref": 0}
+    assert report["synth"]["lut"] > 0 and report["synth"]["dsp"] == 0
+    rtl = json.loads((workdir / "hw" / name / "rtl.json").read_text())
+    if card_dict is HITFEAT:  # the front end is in the design and its latency
+        assert rtl["front_end"]["latency_cycles"] == 3
+        assert rtl["input"]["shape"] == [9, 64] and rtl["input"]["element_bits"] == 1
+        assert "row_edges.v" in rtl["common_sources"]
