@@ -2,8 +2,8 @@
 (trigkit.learn.frontend.row_edges_numpy).
 
 Inputs (environment variables): TRIGKIT_RESULTS (json file for the results), TRIGKIT_SEED.
-The module's ROWS, WIDTH and IDX_BITS are read from the design. One image per clock cycle
-(initiation interval 1); the features of the image sampled at cycle t are read at t + 3.
+The module's ROWS, WIDTH and FEAT_BITS are read from the design. One image per clock cycle
+(initiation interval 1); the features of the image sampled at cycle t are read at t + 4.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cocotb.triggers import FallingEdge
 
 from trigkit.learn.frontend import row_edges_numpy
 
-LATENCY = 3
+LATENCY = 4
 
 
 def edge_images(rows: int, width: int, rng: random.Random) -> np.ndarray:
@@ -56,9 +56,9 @@ def unpack(word: int, n: int, bits: int) -> np.ndarray:
 
 @cocotb.test()
 async def edges_match_twin(dut):
-    """Every image: the three features per row equal the numpy twin's, one image per cycle."""
+    """Every image: the four features per row equal the numpy twin's, one image per cycle."""
     rows, width = int(dut.ROWS.value), int(dut.WIDTH.value)
-    bits = int(dut.IDX_BITS.value)
+    bits = int(dut.FEAT_BITS.value)
     imgs = edge_images(rows, width, random.Random(int(os.environ.get("TRIGKIT_SEED", "1"))))
     want = row_edges_numpy(imgs)
     Clock(dut.clk, 4, unit="ns").start(start_high=False)
@@ -66,7 +66,7 @@ async def edges_match_twin(dut):
     for t in range(len(imgs) + LATENCY):
         await FallingEdge(dut.clk)
         if t >= LATENCY:
-            got.append(unpack(int(dut.features.value.to_unsigned()), 3 * rows, bits))
+            got.append(unpack(int(dut.features.value.to_unsigned()), 4 * rows, bits))
         dut.hits.value = pack(imgs[t]) if t < len(imgs) else 0
     got = np.stack(got)
     mismatches = int(np.any(got != want, axis=1).sum())

@@ -61,7 +61,8 @@ def test_row_edges_twins_agree():
     assert np.array_equal(got.astype(np.int64), want)
     img = np.zeros((1, 2, 10), np.uint8)
     img[0, 0, [3, 7]] = 1  # row 0: first 3, last 7; row 1: empty
-    assert row_edges_numpy(img).tolist() == [[3, 0, 7, 0, 1, 0]]
+    # span 5: e = 2, log = 32 + (80 >> 2) - 16 = 36 (log2 5 = 2.32 ~ 36 / 16 = 2.25)
+    assert row_edges_numpy(img).tolist() == [[3, 0, 7, 0, 1, 0, 36, 0]]
 
 
 def test_row_edges_rtl_matches_twin(tmp_path):
@@ -142,6 +143,18 @@ def test_tiny_card_of_each_kind_through_every_stage(workdir, card_dict):
     assert report["synth"]["lut"] > 0 and report["synth"]["dsp"] == 0
     rtl = json.loads((workdir / "hw" / name / "rtl.json").read_text())
     if card_dict is HITFEAT:  # the front end is in the design and its latency
-        assert rtl["front_end"]["latency_cycles"] == 3
+        assert rtl["front_end"]["latency_cycles"] == 4
         assert rtl["input"]["shape"] == [9, 64] and rtl["input"]["element_bits"] == 1
         assert "row_edges.v" in rtl["common_sources"]
+
+
+def test_scan_spaces_of_the_new_cards_are_valid_and_small_floats_survive_overrides():
+    """json.dumps writes 1e-05 for small floats, which YAML 1.1 would read as a string."""
+    from trigkit.core.config import parse_override
+    from trigkit.pipeline.scan.space import read_space
+
+    assert parse_override("training.sparsity_l1=1e-05") == (["training", "sparsity_l1"], 1e-05)
+    assert parse_override("data.sample=mixed")[1] == "mixed"
+    for name, n_params in (("l0_pointing_tnn", 8), ("l0_vertex_tnn", 5)):
+        space = read_space(f"models/spaces/{name}.yaml", load_card(name))
+        assert len(space.params) == n_params

@@ -1,26 +1,30 @@
 // row_edges: the fixed integer front end of the hit-feature models (hand-written).
 //
 // For each of ROWS rows of WIDTH binary inputs: the first (lowest) and the last (highest) set
-// column and a hit flag; a row without hits gives first = last = 0, hit = 0. The integer twin
-// is trigkit.learn.frontend.row_edges_numpy; sim/tb_row_edges.py checks the two agree.
+// column, a hit flag, and log2 of the span s = last - first + 1 as 16 e + (16 s >> e) - 16 with
+// e = floor(log2 s) (Mitchell's piecewise-linear log, 4 fractional bits); a row without hits
+// gives 0 for all four. The integer twin is trigkit.learn.frontend.row_edges_numpy;
+// sim/tb_row_edges.py checks the two agree.
 //
 //   hits      ROWS*WIDTH bits, element p = row*WIDTH + column at hits[p]
-//   features  3*ROWS elements of IDX_BITS bits, element p at features[p*IDX_BITS +: IDX_BITS]:
-//             first_0 .. first_{ROWS-1}, last_0 .. last_{ROWS-1}, hit_0 .. hit_{ROWS-1}
+//   features  4*ROWS elements of FEAT_BITS bits, element p at features[p*FEAT_BITS +: FEAT_BITS]:
+//             first_0 .. first_{ROWS-1}, last_.., hit_.., logspan_..
+//   IDX_BITS  bits of a column index (2^IDX_BITS >= WIDTH); FEAT_BITS >= IDX_BITS holds the log
 //
-// Fully pipelined, initiation interval 1, latency LATENCY = 3 cycles: priority encoders over
-// 16-column chunks, then over groups of 8 chunks, then over the groups (each level registered).
+// Fully pipelined, initiation interval 1, latency 4 cycles: priority encoders over 16-column
+// chunks, then over groups of 8 chunks, then over the groups, then the log (each registered).
 `timescale 1 ns / 1 ps
 `default_nettype none
 
 module row_edges #(
     parameter integer ROWS = 9,
     parameter integer WIDTH = 384,
-    parameter integer IDX_BITS = 9
+    parameter integer IDX_BITS = 9,
+    parameter integer FEAT_BITS = 9
 ) (
     input  wire                         clk,
     input  wire [ROWS*WIDTH-1:0]        hits,
-    output reg  [3*ROWS*IDX_BITS-1:0]   features
+    output reg  [4*ROWS*FEAT_BITS-1:0]  features
 );
     localparam integer CHUNK = 16;
     localparam integer GROUP = 8;
@@ -95,7 +99,9 @@ module row_edges #(
         end
     end
 
-    // Level 3: across the groups of a row; features registered.
+    // Level 3: across the groups of a row.
+    reg [ROWS*IDX_BITS-1:0] f_lo, f_hi;
+    reg [ROWS-1:0]          f_any;
     always @(posedge clk) begin
         for (r = 0; r < ROWS; r = r + 1) begin
             lo = {IDX_BITS{1'b0}};
@@ -108,9 +114,28 @@ module row_edges #(
                     hi = g_hi[(r*NG + g)*IDX_BITS +: IDX_BITS];
                     any = 1'b1;
                 end
-            features[r*IDX_BITS +: IDX_BITS]            <= lo;
-            features[(ROWS + r)*IDX_BITS +: IDX_BITS]   <= hi;
-            features[(2*ROWS + r)*IDX_BITS +: IDX_BITS] <= {{(IDX_BITS - 1){1'b0}}, any};
+            f_lo[r*IDX_BITS +: IDX_BITS] <= lo;
+            f_hi[r*IDX_BITS +: IDX_BITS] <= hi;
+            f_any[r]                     <= any;
+        end
+    end
+
+    // Level 4: the log span (leading one of the span, then the next 4 bits); features registered.
+    integer span, e, k, logv;
+    always @(posedge clk) begin
+        for (r = 0; r < ROWS; r = r + 1) begin
+            span = {{(32 - IDX_BITS){1'b0}}, f_hi[r*IDX_BITS +: IDX_BITS]}
+                 - {{(32 - IDX_BITS){1'b0}}, f_lo[r*IDX_BITS +: IDX_BITS]} + 1;
+            e = 0;
+            for (k = 1; k <= IDX_BITS + 1; k = k + 1)
+                if (span >= (1 << k)) e = k;
+            logv = f_any[r] ? (e * 16 + ((span * 16) >> e) - 16) : 0;
+            features[r*FEAT_BITS +: FEAT_BITS] <=
+                {{(FEAT_BITS - IDX_BITS){1'b0}}, f_lo[r*IDX_BITS +: IDX_BITS]};
+            features[(ROWS + r)*FEAT_BITS +: FEAT_BITS] <=
+                {{(FEAT_BITS - IDX_BITS){1'b0}}, f_hi[r*IDX_BITS +: IDX_BITS]};
+            features[(2*ROWS + r)*FEAT_BITS +: FEAT_BITS] <= {{(FEAT_BITS - 1){1'b0}}, f_any[r]};
+            features[(3*ROWS + r)*FEAT_BITS +: FEAT_BITS] <= logv[FEAT_BITS-1:0];
         end
     end
 endmodule

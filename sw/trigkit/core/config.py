@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -121,14 +122,20 @@ def to_dict(obj: Any) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value`` (value in YAML syntax) into a key path and a value."""
+    """Parse ``section.key=value`` (value in JSON or YAML syntax) into a key path and a value.
+
+    JSON first: YAML 1.1 reads an exponent without a dot (``1e-05``, what ``json.dumps`` writes
+    for small floats) as a string."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override {text!r} has an empty key")
-    return path, yaml.safe_load(raw)
+    try:
+        return path, json.loads(raw)
+    except ValueError:
+        return path, yaml.safe_load(raw)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

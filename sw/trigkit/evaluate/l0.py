@@ -170,7 +170,6 @@ def _plot_trigger_comparison(card, plots_dir: Path, pt: np.ndarray, events: dict
                      (baseline["fake_rate"], baseline["eff_at_baseline_fake_rate"])})
 
 
-@register_evaluator("regression", "hits")
 def _truth_or_none(split, key: str) -> np.ndarray | None:
     try:
         return split.truth(key)
@@ -178,6 +177,7 @@ def _truth_or_none(split, key: str) -> np.ndarray | None:
         return None
 
 
+@register_evaluator("regression", "hits")
 def evaluate_regression(card, model, splits, plots_dir, progress: bool = False) -> dict:
     """Resolution metrics of the network and of the analytic two-track vertex fit."""
     test = splits["test"]

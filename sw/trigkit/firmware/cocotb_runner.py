@@ -26,7 +26,7 @@ from pathlib import Path
 
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import COMMON_HDL, RTL_JSON, SIM_DIR, ModelFiles
-from trigkit.learn.frontend import row_edges_bits
+from trigkit.learn.frontend import row_edges_bits, row_edges_index_bits
 
 from .frontend import ROW_EDGES_SOURCE
 from .layout import load_rtl_info, load_vectors, rtl_sources
@@ -209,7 +209,8 @@ def check_row_edges(rows: int, width: int, build_dir: str | Path, seed: int = 1)
     results = build_dir / "row_edges_results.json"
     results.unlink(missing_ok=True)
     log = build_dir / "sim.log"
-    params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_edges_bits(width)}
+    params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_edges_index_bits(width),
+              "FEAT_BITS": row_edges_bits(width)}
     env = verilator_env("-O0") | {"TRIGKIT_RESULTS": str(results), "TRIGKIT_SEED": str(seed)}
     sys.path.insert(0, str(SIM_DIR))
     try:

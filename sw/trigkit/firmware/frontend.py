@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from trigkit.core.errors import TrigkitError
-from trigkit.learn.frontend import row_edges_bits, row_edges_numpy
+from trigkit.learn.frontend import (
+    FEATURES_PER_ROW,
+    row_edges_bits,
+    row_edges_index_bits,
+    row_edges_numpy,
+)
 
 #: ONNX metadata key of the front end.
 META_KEY = "trigkit.front_end"
@@ -26,12 +31,13 @@ _MAX_ROWS, _MAX_WIDTH = 64, 4096
 
 @dataclass(frozen=True)
 class RowEdgesFrontEnd:
-    """Per row: first and last fired column and a hit flag (``row_edges`` in hw/common)."""
+    """Per row: first and last fired column, a hit flag and the log2 span (``row_edges`` in
+    hw/common)."""
 
     rows: int
     width: int
     #: register stages of hw/common/row_edges.v
-    latency_cycles: int = 3
+    latency_cycles: int = 4
     kind: str = "row_edges"
 
     @property
@@ -41,14 +47,14 @@ class RowEdgesFrontEnd:
 
     @property
     def n_features(self) -> int:
-        return 3 * self.rows
+        return FEATURES_PER_ROW * self.rows
 
     @property
     def input_shape(self) -> tuple[int, int]:
         return self.rows, self.width
 
     def apply(self, images: np.ndarray) -> np.ndarray:
-        """(N, rows, width) hit images (or (N, rows, width, 1)) -> (N, 3 rows) features."""
+        """(N, rows, width) hit images (or (N, rows, width, 1)) -> (N, 4 rows) features."""
         x = np.asarray(images)
         if x.ndim == 4 and x.shape[-1] == 1:
             x = x[..., 0]
@@ -65,7 +71,8 @@ class RowEdgesFrontEnd:
     def verilog(self, features_wire: str, hits_wire: str) -> str:
         """The instance of hw/common/row_edges.v inside a design's trigkit_core."""
         return (f"    row_edges #(.ROWS({self.rows}), .WIDTH({self.width}), "
-                f".IDX_BITS({self.feature_bits})) front_end (\n"
+                f".IDX_BITS({row_edges_index_bits(self.width)}), .FEAT_BITS({self.feature_bits})) "
+                "front_end (\n"
                 f"        .clk(clk),\n        .hits({hits_wire}),\n"
                 f"        .features({features_wire})\n    );\n")
 

@@ -380,6 +380,14 @@ class ReferenceModel:
             return self.front_end.input_shape
         return self.graph.input_shape[1:]
 
+    def weights_nonzero(self) -> dict:
+        """Non-zero integer weights per weighted layer (graph order) and in all: what the
+        firmware's adders are made of."""
+        per_layer = [[int(np.count_nonzero(t.ints)), int(t.ints.size)]
+                     for t in self.graph.constants.values()]
+        return {"per_layer": per_layer, "nonzero": sum(n for n, _ in per_layer),
+                "total": sum(t for _, t in per_layer)}
+
     def graph_input_bits(self, input_bits: int) -> int:
         """Bits of one graph input code: the front end's feature codes, else ``input_bits``."""
         return input_bits if self.front_end is None else self.front_end.feature_bits

@@ -149,6 +149,7 @@ def _rtl_json(name: str, vname: str, ref: ReferenceModel, comb, io: tuple, model
         "da4ml_stages": n_stages,
         "stage_delay": delay,
         "cost_lut_estimate": float(comb.cost),
+        "weights_nonzero": ref.weights_nonzero(),
         "reg_bits": int(model._pipe.reg_bits),
         "front_end": None if fe is None else {
             "kind": fe.kind, "rows": fe.rows, "width": fe.width, "feature_bits": fe.feature_bits,

@@ -17,7 +17,7 @@ from torch import nn
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
 
-from .frontend import FrontEndNet, RowEdges, row_edges_bits
+from .frontend import FEATURES_PER_ROW, FrontEndNet, RowEdges, row_edges_bits
 from .gan import Generator
 
 
@@ -230,7 +230,8 @@ def build_model(card: ModelCard) -> nn.Module:
     f = _Layers(card)
     if a.kind == "l0_hitfeat":
         _, rows, width = image_shape(card)
-        net = _dense_stack(card, f, [f.input(row_edges_bits(width))], 3 * rows,
+        net = _dense_stack(card, f, [f.input(row_edges_bits(width))],
+                           FEATURES_PER_ROW * rows,
                            scale_input=not f.quant and 1.0 / (1 << row_edges_bits(width)))
         return FrontEndNet(RowEdges(width), net)
     layers: list[nn.Module] = [f.input()]

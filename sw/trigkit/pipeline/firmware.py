@@ -77,7 +77,8 @@ def rtl_stage(card: ModelCard, say: Say = print) -> dict:
     info = run_rtl(card)
     seconds = time.perf_counter() - t0
     rtl_fields = {k: info[k] for k in ("latency_cycles", "ii_cycles", "clock_ns", "latency_ns",
-                                      "within_budget", "cost_lut_estimate", "reg_bits")}
+                                      "within_budget", "cost_lut_estimate", "reg_bits",
+                                      "weights_nonzero", "front_end")}
     bit_exact = {**read_section(out, "bit_exact"), "trace_vs_ref": info["trace_vs_ref"]}
     update_report(out, {"rtl": {**read_section(out, "rtl"), **rtl_fields},
                         "bit_exact": bit_exact}, timings={"rtl": seconds})

@@ -64,11 +64,6 @@ def validation_metrics(card: ModelCard, reference: ReferenceModel, splits: dict)
     raise TrigkitError(f"a scan needs a classifier or a regressor; {card.name} is {card.task}")
 
 
-def _weights_nonzero(reference: ReferenceModel) -> tuple[int, int]:
-    consts = [t.ints for t in reference.graph.constants.values()]
-    return (sum(int(np.count_nonzero(c)) for c in consts), sum(int(c.size) for c in consts))
-
-
 def _stage(out_dir: Path, name: str) -> None:
     """Note the stage a trial is in (named when the safety limit stops it)."""
     (out_dir / STAGE_FILE).write_text(name)
@@ -90,7 +85,8 @@ def run_trial(card: ModelCard, out_dir: Path, threads: int = 1) -> dict[str, Any
     comb, _ = trace_graph(reference.graph, card.input_bits, input_signed=card.input_signed)
     cycles = latency_cycles(pipeline(comb, stage_delay_units(card.hardware.clock_ns)))
     _stage(out_dir, "validation")
-    nonzero, total = _weights_nonzero(reference)
+    weights = reference.weights_nonzero()
+    nonzero, total = weights["nonzero"], weights["total"]
     return {"metrics": validation_metrics(card, reference, splits), "lut": float(comb.cost),
             "latency_cycles": cycles, "latency_ns": cycles * card.hardware.clock_ns,
             "params": total, "weight_nonzero": nonzero, "epochs": len(result.history),
