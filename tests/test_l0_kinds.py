@@ -158,3 +158,22 @@ def test_scan_spaces_of_the_new_cards_are_valid_and_small_floats_survive_overrid
     for name, n_params in (("l0_pointing_tnn", 8), ("l0_vertex_tnn", 5)):
         space = read_space(f"models/spaces/{name}.yaml", load_card(name))
         assert len(space.params) == n_params
+
+
+def test_several_seeds_ship_the_best_on_validation(workdir):
+    """training.seeds: each seed in its own folder, the shipped best.pt is the seed with the
+    best validation accuracy, and the report holds every seed's test accuracy."""
+    from trigkit.pipeline.training import train_stage
+
+    card_dict = {**ROAD, "name": "tiny_seeds", "quant": {"weights": "float"},
+                 "training": {**ROAD["training"], "seeds": 3, "monitor": "val_accuracy"}}
+    (workdir / "models" / "tiny_seeds.yaml").write_text(yaml.safe_dump(card_dict))
+    outcome = train_stage(load_card("tiny_seeds"), evaluate=False, progress=False,
+                          say=lambda _m: None)
+    seeds = outcome["training"]["seeds"]
+    assert seeds["seeds"] == [0, 1, 2] and len(seeds["test"]) == 3
+    assert seeds["validation"][seeds["seeds"].index(seeds["chosen"])] == max(seeds["validation"])
+    assert np.isclose(seeds["test_mean"], np.mean(seeds["test"]))
+    out = workdir / "build" / "tiny_seeds"
+    chosen = out / "seeds" / f"seed{seeds['chosen']}" / "best.pt"
+    assert (out / "best.pt").read_bytes() == chosen.read_bytes()

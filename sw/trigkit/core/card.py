@@ -194,7 +194,8 @@ class TrainSpec:
     WGAN-GP models use ``critic_steps`` critic updates per generator update and a gradient
     penalty ``gp_lambda``. ``monitor`` selects ``best.pt`` and drives early stopping on the
     validation split: ``val_loss`` (distillation term included), ``val_accuracy``
-    (classification) or ``val_median_abs`` (regression).
+    (classification) or ``val_median_abs`` (regression). ``seeds`` > 1 trains that many seeds
+    (``seed``, ``seed + 1``, ...) and ships the one with the best ``monitor`` value.
     """
 
     epochs: int = 20
@@ -212,6 +213,7 @@ class TrainSpec:
     max_minutes: float = 120.0
     threads: int = 2
     monitor: Literal["val_loss", "val_accuracy", "val_median_abs"] = "val_loss"
+    seeds: int = 1
     decorrelate: str = "jet_mass"
     disco_lambda: float = 0.0
     adversary_lambda: float = 0.0
@@ -234,6 +236,7 @@ class TrainSpec:
         require_range("training.sparsity_l1", self.sparsity_l1, 0.0)
         require_range("training.max_minutes", self.max_minutes, 0.0, lo_open=True)
         require_range("training.threads", self.threads, 1, 256)
+        require_range("training.seeds", self.seeds, 1, 100)
 
 
 @dataclass(frozen=True)

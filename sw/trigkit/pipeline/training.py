@@ -38,6 +38,7 @@ from trigkit.offline.data import table_classes
 from trigkit.offline.tabular import columns_of
 
 from .report import write_markdown
+from .seeds import train_seeds
 
 #: Where the stages send their one-line messages (the CLI passes typer.echo).
 Say = Callable[[str], None]
@@ -288,9 +289,12 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
     splits = load_splits(card, progress=progress)  # checks data, shapes and targets first
     if derived_path is not None:
         write_derived_card(derived, derived_path, say)
-    trainer = Trainer(card, progress=progress, splits=splits)
     t0 = time.perf_counter()
-    result = trainer.fit(fresh=fresh, epochs=epochs)
+    seeds = None
+    if card.training.seeds > 1:
+        result, seeds = train_seeds(card, splits, fresh=fresh, epochs=epochs, progress=progress)
+    else:
+        result = Trainer(card, progress=progress, splits=splits).fit(fresh=fresh, epochs=epochs)
     wall = time.perf_counter() - t0
     out = model_dir(card.name)
     if result.history:
@@ -301,6 +305,13 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
                 "stopped_by": STOPPED_BY.get(result.stopped, result.stopped),
                 "seconds": sum(h.get("seconds", 0.0) for h in result.history),
                 "threads": card.training.threads}
+    if seeds is not None:
+        training["seeds"] = seeds
+        training["seconds"] = wall
+        say(f"{card.name}: seeds {seeds['seeds']}: test {seeds['test_metric']} "
+            + ", ".join(f"{v:.4g}" for v in seeds["test"])
+            + f" (mean {seeds['test_mean']:.4g}, std {seeds['test_std']:.2g}); shipped seed "
+            f"{seeds['chosen']} (best {seeds['chosen_by']})")
     update_report(out, {"model": card.name, "task": card.task, "training": training},
                   timings={"train": training["seconds"]})
     say(f"{card.name}: trained {len(result.history)} epochs ({result.stopped}), best epoch "
