@@ -160,19 +160,22 @@ def test_scan_spaces_of_the_new_cards_are_valid_and_small_floats_survive_overrid
         assert len(space.params) == n_params
 
 
-def test_several_seeds_ship_the_best_on_validation(workdir):
+@pytest.mark.parametrize("base, monitor", [(ROAD, "val_accuracy"), (HITFEAT, "val_loss")],
+                         ids=["classification", "regression"])
+def test_several_seeds_ship_the_best_on_validation(workdir, base, monitor):
     """training.seeds: each seed in its own folder, the shipped best.pt is the seed with the
-    best validation accuracy, and the report holds every seed's test accuracy."""
+    best validation value, and the report holds every seed's test metric."""
     from trigkit.pipeline.training import train_stage
 
-    card_dict = {**ROAD, "name": "tiny_seeds", "quant": {"weights": "float"},
-                 "training": {**ROAD["training"], "seeds": 3, "monitor": "val_accuracy"}}
+    card_dict = {**base, "name": "tiny_seeds", "quant": {"weights": "float"},
+                 "training": {**base["training"], "seeds": 3, "monitor": monitor}}
     (workdir / "models" / "tiny_seeds.yaml").write_text(yaml.safe_dump(card_dict))
     outcome = train_stage(load_card("tiny_seeds"), evaluate=False, progress=False,
                           say=lambda _m: None)
     seeds = outcome["training"]["seeds"]
     assert seeds["seeds"] == [0, 1, 2] and len(seeds["test"]) == 3
-    assert seeds["validation"][seeds["seeds"].index(seeds["chosen"])] == max(seeds["validation"])
+    best = max if monitor == "val_accuracy" else min
+    assert seeds["validation"][seeds["seeds"].index(seeds["chosen"])] == best(seeds["validation"])
     assert np.isclose(seeds["test_mean"], np.mean(seeds["test"]))
     out = workdir / "build" / "tiny_seeds"
     chosen = out / "seeds" / f"seed{seeds['chosen']}" / "best.pt"

@@ -34,10 +34,10 @@ def _monitored(card: ModelCard, result: TrainResult) -> float:
 
 def _test_metric(card: ModelCard, out_dir: Path, test: Split) -> tuple[str, float]:
     model = load_trained_model(card, out_dir=out_dir)
-    out = predict_outputs(model, card, test.images())
+    out = predict_outputs(model, card, test.images())  # regression: (N,) in target units
     if card.task == "classification":
         return "accuracy", accuracy(test.target, out.argmax(axis=1))
-    return "sigma_core_cm", regression_metrics(out[:, 0], test.target)["sigma_core_cm"]
+    return "sigma_core_cm", regression_metrics(out, test.target)["sigma_core_cm"]
 
 
 def train_seeds(card: ModelCard, splits: dict[str, Split], *, fresh: bool, epochs: int | None,
