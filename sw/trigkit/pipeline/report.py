@@ -151,7 +151,7 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         lines += [description.strip(), ""]
     lines += [
         f"Task: **{report.get('task', '?')}**. Parameters: **{report.get('params', 'n/a')}**, "
-        f"weights at {report.get('weight_bits', '?')} bits: "
+        f"weights at {_bits_text(report)} bits: "
         f"**{report.get('weight_memory_bits', 'n/a')} bits** of weight memory.",
         "",
     ]
@@ -213,6 +213,13 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _bits_text(report: dict) -> str:
+    per_layer = report.get("weight_bits_per_layer")
+    if per_layer and len(set(per_layer)) > 1:
+        return "/".join(str(b) for b in per_layer) + " (per layer)"
+    return str(report.get("weight_bits", "?"))
 
 
 def write_markdown(out_dir: Path, description: str = "") -> Path:

@@ -32,7 +32,7 @@ from trigkit.evaluate import evaluate_model
 from trigkit.evaluate.offline import pt_bin_centres
 from trigkit.learn.data import Split, input_codes, load_splits
 from trigkit.learn.gan import sample
-from trigkit.learn.models import count_parameters, weight_memory_bits
+from trigkit.learn.models import count_parameters, weight_memory_bits, weight_tensors
 from trigkit.learn.train import Trainer, load_trained_model
 from trigkit.offline.data import table_classes
 from trigkit.offline.tabular import columns_of
@@ -61,8 +61,12 @@ def headline(name: str, result: dict) -> list[str]:
             f"{name} baseline: {short(result['baseline'])}"]
 
 
-def _listed(value):
-    return list(value) if isinstance(value, tuple) else value
+def _layer_bits(card: ModelCard, model) -> list[int]:
+    """Weight bits of every weighted layer (32 for float models)."""
+    n = len(weight_tensors(model)) or 1
+    if not card.quant.is_quantised:
+        return [32] * n
+    return [card.quant.layer_weights(i)[0] for i in range(n)]
 
 
 def run_evaluation(card: ModelCard, progress: bool = False) -> dict:
@@ -75,7 +79,8 @@ def run_evaluation(card: ModelCard, progress: bool = False) -> dict:
     plots = sorted(str(p.relative_to(out)) for p in (out / PLOTS).glob("*.png"))
     update_report(out, {
         "model": card.name, "task": card.task, "params": count_parameters(model),
-        "weight_bits": (_listed(card.quant.weight_bits) if card.quant.is_quantised else 32),
+        "weight_bits": max(_layer_bits(card, model)),
+        "weight_bits_per_layer": _layer_bits(card, model),
         "weight_memory_bits": weight_memory_bits(model, card),
         "offline": card.data.input_format != "hits",
         "metrics": result["metrics"], "baseline": result["baseline"], "plots": plots,
