@@ -132,7 +132,7 @@ def run_cocotb(name: str, hw_dir: str | Path, vectors_path: str | Path,
     "build_s", "sim_s", "built"}``. A build failure, or a simulation that reports nothing, is a
     :class:`TrigkitError`; failing tests are reported in the dict (``passed`` false).
     """
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_results
 
     hw_dir, build_dir = Path(hw_dir).resolve(), Path(build_dir).resolve()
     vectors_path = Path(vectors_path).resolve()
@@ -159,23 +159,9 @@ def run_cocotb(name: str, hw_dir: str | Path, vectors_path: str | Path,
         "TRIGKIT_SEED": str(seed),
     }
     t0 = time.perf_counter()
-    sys.path.insert(0, str(SIM_DIR))  # the runner passes sys.path on as PYTHONPATH
-    try:
-        # outside pytest the runner returns the results file instead of calling sys.exit
-        with patched_environ(env, drop=("PYTEST_CURRENT_TEST",)):
-            runner = get_runner("verilator")
-            xml = runner.test(test_module=TB_MODULE, hdl_toplevel="trigkit_top",
-                              hdl_toplevel_lang="verilog",
-                              build_dir=build_dir, test_dir=build_dir,
-                              parameters=info["parameters"],
-                              test_filter=rf"^{TB_MODULE}\.({'|'.join(tests)})$",
-                              results_xml=str(build_dir / "results.xml"), log_file=log)
-    except (RuntimeError, SystemExit) as err:
-        raise TrigkitError(f"simulation of {name} failed to run ({err}); log {log}:\n"
-                           f"{_tail(log)}") from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(SIM_DIR))
+    xml = _run_testbench(name, env, log, test_module=TB_MODULE, hdl_toplevel="trigkit_top",
+                         build_dir=build_dir, parameters=info["parameters"],
+                         test_filter=rf"^{TB_MODULE}\.({'|'.join(tests)})$")
     sim_s = time.perf_counter() - t0
     n_tests, n_failed = get_results(xml)
     per_test = json.loads(results.read_text()) if results.is_file() else {}
@@ -199,10 +185,41 @@ def run_cocotb(name: str, hw_dir: str | Path, vectors_path: str | Path,
     }
 
 
+def _run_testbench(name: str, env: dict[str, str], log: Path, *, test_module: str,
+                   hdl_toplevel: str, build_dir: Path, parameters: dict,
+                   test_filter: str | None = None, build_sources: list[Path] | None = None
+                   ) -> Path:
+    """Run the cocotb ``test_module`` of sim/ on ``hdl_toplevel`` (building it first from
+    ``build_sources`` when given); returns the results xml. A run that fails to start is a
+    :class:`TrigkitError` with the log's tail."""
+    from cocotb_tools.runner import get_runner
+
+    sys.path.insert(0, str(SIM_DIR))  # the runner passes sys.path on as PYTHONPATH
+    try:
+        # outside pytest the runner returns the results file instead of calling sys.exit
+        with patched_environ(env, drop=("PYTEST_CURRENT_TEST",)):
+            runner = get_runner("verilator")
+            if build_sources is not None:
+                runner.build(sources=build_sources, hdl_toplevel=hdl_toplevel,
+                             parameters=parameters, build_dir=build_dir, always=True,
+                             log_file=build_dir / "build.log")
+            return runner.test(test_module=test_module, hdl_toplevel=hdl_toplevel,
+                               hdl_toplevel_lang="verilog", build_dir=build_dir,
+                               test_dir=build_dir, parameters=parameters,
+                               test_filter=test_filter,
+                               results_xml=str(build_dir / "results.xml"), log_file=log)
+    except (RuntimeError, SystemExit) as err:
+        raise TrigkitError(f"simulation of {name} failed to run ({err}); log {log}:\n"
+                           f"{_tail(log)}") from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(SIM_DIR))
+
+
 def check_row_edges(rows: int, width: int, build_dir: str | Path, seed: int = 1) -> dict:
     """Simulate hw/common/row_edges.v alone (sim/tb_row_edges.py) against its numpy twin.
     Returns {"vectors", "mismatches", "passed", "log"}."""
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_results
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -212,23 +229,9 @@ def check_row_edges(rows: int, width: int, build_dir: str | Path, seed: int = 1)
     params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_edges_index_bits(width),
               "FEAT_BITS": row_edges_bits(width)}
     env = verilator_env("-O0") | {"TRIGKIT_RESULTS": str(results), "TRIGKIT_SEED": str(seed)}
-    sys.path.insert(0, str(SIM_DIR))
-    try:
-        with patched_environ(env, drop=("PYTEST_CURRENT_TEST",)):
-            runner = get_runner("verilator")
-            runner.build(sources=[COMMON_HDL / ROW_EDGES_SOURCE], hdl_toplevel="row_edges",
-                         parameters=params, build_dir=build_dir, always=True,
-                         log_file=build_dir / "build.log")
-            xml = runner.test(test_module="tb_row_edges", hdl_toplevel="row_edges",
-                              hdl_toplevel_lang="verilog", build_dir=build_dir,
-                              test_dir=build_dir, parameters=params,
-                              results_xml=str(build_dir / "results.xml"), log_file=log)
-    except (RuntimeError, SystemExit) as err:
-        raise TrigkitError(f"simulation of row_edges failed to run ({err}); log {log}:\n"
-                           f"{_tail(log)}") from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(SIM_DIR))
+    xml = _run_testbench("row_edges", env, log, test_module="tb_row_edges",
+                         hdl_toplevel="row_edges", build_dir=build_dir, parameters=params,
+                         build_sources=[COMMON_HDL / ROW_EDGES_SOURCE])
     n_tests, n_failed = get_results(xml)
     out = json.loads(results.read_text()) if results.is_file() else {}
     return {**out, "passed": n_tests == 1 and n_failed == 0, "log": str(log)}

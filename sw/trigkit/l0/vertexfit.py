@@ -581,11 +581,8 @@ def fit_known_tracks(mu_x: np.ndarray, det: DetectorConfig, strips: bool) -> np.
     r = radii - geo.r_ref
     inner = np.isin(rows, geo.finding)
     # straight fit in the finding rows first: the slope that sets the curvature term's scale
-    w_in = np.where(inner, w, 0.0)
-    s0, s1, s2 = w_in.sum(-1), (w_in * r).sum(-1), (w_in * r * r).sum(-1)
-    t0, t1 = (w_in * z).sum(-1), (w_in * r * z).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b0 = np.nan_to_num((s0 * t1 - s1 * t0) / (s0 * s2 - s1 * s1))
+    _, b0, _, line_ok = _line_fit(r, z, np.where(inner, w, 0.0))
+    b0 = np.where(line_ok, b0, 0.0)
     fa, fb, _, _, _, _, ok = _curved_fit(geo, r, z, w, b0)
     ok = ok.all(1) & ((seen.sum(-1)) >= 2).all(1)
     db = fb[:, 0] - fb[:, 1]

@@ -82,6 +82,12 @@ def load_trained_model(card: ModelCard, which: str = "best", build: Path = BUILD
     return model.eval()
 
 
+def monitored_score(monitor: str, row: dict[str, float]) -> float:
+    """What selects best.pt and drives early stopping (lower is better): ``row[monitor]`` of a
+    validation row (``val_loss`` and the metrics), negated for ``val_accuracy``."""
+    return -row[monitor] if monitor == "val_accuracy" else row[monitor]
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]]
@@ -288,15 +294,6 @@ class Trainer:
             metrics["val_median_abs"] = float(np.median(np.abs(err)))
         return total / n, metrics
 
-    def _monitored(self, val_loss: float, val_metrics: dict[str, float]) -> float:
-        """What selects best.pt and drives early stopping (lower is better): the validation
-        loss, or ``training.monitor`` (val_accuracy is maximised)."""
-        monitor = self.spec.monitor
-        if monitor == "val_loss":
-            return val_loss
-        value = val_metrics[monitor]
-        return -value if monitor == "val_accuracy" else value
-
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, fresh: bool = False, epochs: int | None = None) -> TrainResult:
         """Train (or resume) and return the history; writes checkpoints and metrics files."""
@@ -344,7 +341,7 @@ class Trainer:
                    "seconds": time.perf_counter() - t0}
             state["history"].append(row)
             state["epoch"] = epoch + 1
-            score = self._monitored(val_loss, val_metrics)
+            score = monitored_score(self.spec.monitor, {"val_loss": val_loss, **val_metrics})
             improved = score < state["best_val"]
             if improved:
                 state.update(best_val=score, best_epoch=epoch + 1, bad_epochs=0)

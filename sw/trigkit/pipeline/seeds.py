@@ -15,7 +15,7 @@ from trigkit.core.paths import model_dir
 from trigkit.evaluate.common import predict_outputs
 from trigkit.learn.data import Split
 from trigkit.learn.metrics import accuracy, regression_metrics
-from trigkit.learn.train import Trainer, TrainResult, load_trained_model
+from trigkit.learn.train import Trainer, TrainResult, load_trained_model, monitored_score
 
 #: What a seed folder holds that the model folder takes over from the chosen seed.
 SEED_FILES = ("best.pt", "last.pt", "history.json", "metrics.csv")
@@ -23,13 +23,6 @@ SEED_FILES = ("best.pt", "last.pt", "history.json", "metrics.csv")
 
 def seed_dir(card: ModelCard, seed: int) -> Path:
     return model_dir(card.name) / "seeds" / f"seed{seed}"
-
-
-def _monitored(card: ModelCard, result: TrainResult) -> float:
-    """The chosen epoch's validation value of ``training.monitor`` (lower is better)."""
-    row = result.history[result.best_epoch - 1]
-    monitor = card.training.monitor
-    return -row[monitor] if monitor == "val_accuracy" else row[monitor]
 
 
 def _test_metric(card: ModelCard, out_dir: Path, test: Split) -> tuple[str, float]:
@@ -51,7 +44,8 @@ def train_seeds(card: ModelCard, splits: dict[str, Split], *, fresh: bool, epoch
         out = seed_dir(card, seed)
         results[seed] = Trainer(seed_card, out_dir=out, progress=progress,
                                 splits=splits, verbose=False).fit(fresh=fresh, epochs=epochs)
-        values[seed] = _monitored(card, results[seed])
+        best_row = results[seed].history[results[seed].best_epoch - 1]
+        values[seed] = monitored_score(card.training.monitor, best_row)
         name, tests[seed] = _test_metric(seed_card, out, splits["test"])
     chosen = min(values, key=values.get)
     dest = model_dir(card.name)
