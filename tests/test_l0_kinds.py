@@ -1,5 +1,5 @@
 """The L0 architecture kinds l0_road and l0_hitfeat and per-layer multi-bit weights: builders,
-card checks, the row_edges front end (numpy twin = torch twin = hand-written RTL), and a tiny
+card checks, the row_clusters front end (numpy twin = torch twin = hand-written RTL), and a tiny
 card of each kind through every stage (train, QONNX, reference, hls4ml C-sim, da4ml RTL, cocotb,
 Yosys) with 0 mismatches."""
 
@@ -16,9 +16,9 @@ import yaml
 from trigkit.core.card import ModelCard, load_card
 from trigkit.core.config import from_dict
 from trigkit.core.errors import ConfigError, TrigkitError
-from trigkit.firmware.cocotb_runner import check_row_edges
+from trigkit.firmware.cocotb_runner import check_row_clusters
 from trigkit.firmware.frontend import META_KEY, read_front_end
-from trigkit.learn.frontend import RowEdges, row_edges_numpy
+from trigkit.learn.frontend import RowClusters, row_clusters_numpy
 from trigkit.learn.models import build_model, count_parameters, to_input, weight_memory_bits
 from trigkit.learn.train import Trainer
 from trigkit.pipeline.firmware import export_stage, rtl_stage, sim_stage, synth_stage
@@ -52,22 +52,24 @@ def _card(base: dict, **sections) -> ModelCard:
     return from_dict(ModelCard, data)
 
 
-def test_row_edges_twins_agree():
+def test_row_clusters_twins_agree():
     rng = np.random.default_rng(0)
     imgs = (rng.random((200, 9, 70)) < rng.choice([0.0, 0.01, 0.1, 0.6], (200, 9, 1)))
     imgs = imgs.astype(np.uint8)
-    want = row_edges_numpy(imgs)
-    got = RowEdges(70)(torch.as_tensor(imgs).float().unsqueeze(1)).numpy()
+    want = row_clusters_numpy(imgs)
+    got = RowClusters(70)(torch.as_tensor(imgs).float().unsqueeze(1)).numpy()
     assert np.array_equal(got.astype(np.int64), want)
     img = np.zeros((1, 2, 10), np.uint8)
-    img[0, 0, [3, 7]] = 1  # row 0: first 3, last 7; row 1: empty
-    # span 5: e = 2, log = 32 + (80 >> 2) - 16 = 36 (log2 5 = 2.32 ~ 36 / 16 = 2.25)
-    assert row_edges_numpy(img).tolist() == [[3, 0, 7, 0, 1, 0, 36, 0]]
+    img[0, 0, [2, 3, 7]] = 1  # row 0: clusters 2-3 and 7; row 1: empty
+    # left = 2 + 3, right = 7 + 7, separation 10: e = 3, log = 48 + (160 >> 3) - 16 = 52
+    assert row_clusters_numpy(img).tolist() == [[5, 0, 14, 0, 1, 0, 52, 0]]
+    img[0, 0, :] = 1  # one cluster over the whole row: left = right = 0 + 9, log2 1 = 0
+    assert row_clusters_numpy(img).tolist() == [[9, 0, 9, 0, 1, 0, 0, 0]]
 
 
-def test_row_edges_rtl_matches_twin(tmp_path):
-    """hw/common/row_edges.v alone, 2 groups of chunks per row, against the numpy twin."""
-    res = check_row_edges(4, 200, tmp_path / "sim")
+def test_row_clusters_rtl_matches_twin(tmp_path):
+    """hw/common/row_clusters.v alone, 2 groups of chunks per row, against the numpy twin."""
+    res = check_row_clusters(4, 200, tmp_path / "sim")
     assert res["passed"] and res["mismatches"] == 0 and res["vectors"] > 100, res
 
 
@@ -116,7 +118,7 @@ def test_per_layer_lists_must_match_the_network():
 def test_unknown_front_end_metadata_is_refused():
     model = onnx.ModelProto()
     entry = model.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps({"kind": "row_edges", "rows": 9, "width": -4})
+    entry.key, entry.value = META_KEY, json.dumps({"kind": "row_clusters", "rows": 9, "width": -4})
     with pytest.raises(TrigkitError, match="must be integers"):
         read_front_end(model)
     entry.value = '{"kind": "shell", "cmd": "rm"}'
@@ -145,7 +147,7 @@ def test_tiny_card_of_each_kind_through_every_stage(workdir, card_dict):
     if card_dict is HITFEAT:  # the front end is in the design and its latency
         assert rtl["front_end"]["latency_cycles"] == 4
         assert rtl["input"]["shape"] == [9, 64] and rtl["input"]["element_bits"] == 1
-        assert "row_edges.v" in rtl["common_sources"]
+        assert "row_clusters.v" in rtl["common_sources"]
 
 
 def test_scan_spaces_of_the_new_cards_are_valid_and_small_floats_survive_overrides():
@@ -180,3 +182,28 @@ def test_several_seeds_ship_the_best_on_validation(workdir, base, monitor):
     out = workdir / "build" / "tiny_seeds"
     chosen = out / "seeds" / f"seed{seeds['chosen']}" / "best.pt"
     assert (out / "best.pt").read_bytes() == chosen.read_bytes()
+
+
+def test_fixed_front_end_runs_once_and_training_is_unchanged(workdir, monkeypatch):
+    """The fixed front end is applied once per split (the MLP trains on its features, teacher
+    included) and gives the same losses as running it on every batch."""
+    teacher = {**HITFEAT, "name": "tiny_teacher", "quant": {"weights": "float"}}
+    student = {**HITFEAT, "training": {**HITFEAT["training"],
+                                       "distill": {"teacher": "tiny_teacher", "weight": 0.3}}}
+    for card_dict in (teacher, student):
+        (workdir / "models" / f"{card_dict['name']}.yaml").write_text(yaml.safe_dump(card_dict))
+    Trainer(load_card("tiny_teacher"), progress=False, verbose=False).fit()
+    calls = []
+    original = RowClusters.forward
+    monkeypatch.setattr(RowClusters, "forward",
+                        lambda self, x: calls.append(len(x)) or original(self, x))
+    once = Trainer(load_card("tiny_hitfeat"), progress=False, verbose=False).fit(fresh=True)
+    assert sum(calls) == 1500  # every event of the three splits, once
+    monkeypatch.setattr(Trainer, "_fixed_front_end", lambda self, model, splits, aug:
+                        (model, splits))
+    calls.clear()
+    every = Trainer(load_card("tiny_hitfeat"), progress=False, verbose=False).fit(fresh=True)
+    assert sum(calls) > 2 * 1500  # student and teacher, every epoch
+    drop = ("seconds",)
+    assert [{k: v for k, v in row.items() if k not in drop} for row in once.history] == [
+        {k: v for k, v in row.items() if k not in drop} for row in every.history]

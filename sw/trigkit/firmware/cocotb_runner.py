@@ -26,9 +26,9 @@ from pathlib import Path
 
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import COMMON_HDL, RTL_JSON, SIM_DIR, ModelFiles
-from trigkit.learn.frontend import row_edges_bits, row_edges_index_bits
+from trigkit.learn.frontend import row_clusters_bits, row_clusters_index_bits
 
-from .frontend import ROW_EDGES_SOURCE
+from .frontend import ROW_CLUSTERS_SOURCE
 from .layout import load_rtl_info, load_vectors, rtl_sources
 
 TB_MODULE = "tb_trigkit_top"
@@ -216,22 +216,22 @@ def _run_testbench(name: str, env: dict[str, str], log: Path, *, test_module: st
             sys.path.remove(str(SIM_DIR))
 
 
-def check_row_edges(rows: int, width: int, build_dir: str | Path, seed: int = 1) -> dict:
-    """Simulate hw/common/row_edges.v alone (sim/tb_row_edges.py) against its numpy twin.
+def check_row_clusters(rows: int, width: int, build_dir: str | Path, seed: int = 1) -> dict:
+    """Simulate hw/common/row_clusters.v alone (sim/tb_row_clusters.py) against its numpy twin.
     Returns {"vectors", "mismatches", "passed", "log"}."""
     from cocotb_tools.runner import get_results
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    results = build_dir / "row_edges_results.json"
+    results = build_dir / "row_clusters_results.json"
     results.unlink(missing_ok=True)
     log = build_dir / "sim.log"
-    params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_edges_index_bits(width),
-              "FEAT_BITS": row_edges_bits(width)}
+    params = {"ROWS": rows, "WIDTH": width, "IDX_BITS": row_clusters_index_bits(width),
+              "FEAT_BITS": row_clusters_bits(width)}
     env = verilator_env("-O0") | {"TRIGKIT_RESULTS": str(results), "TRIGKIT_SEED": str(seed)}
-    xml = _run_testbench("row_edges", env, log, test_module="tb_row_edges",
-                         hdl_toplevel="row_edges", build_dir=build_dir, parameters=params,
-                         build_sources=[COMMON_HDL / ROW_EDGES_SOURCE])
+    xml = _run_testbench("row_clusters", env, log, test_module="tb_row_clusters",
+                         hdl_toplevel="row_clusters", build_dir=build_dir, parameters=params,
+                         build_sources=[COMMON_HDL / ROW_CLUSTERS_SOURCE])
     n_tests, n_failed = get_results(xml)
     out = json.loads(results.read_text()) if results.is_file() else {}
     return {**out, "passed": n_tests == 1 and n_failed == 0, "log": str(log)}

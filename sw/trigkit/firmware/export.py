@@ -26,7 +26,7 @@ from trigkit.core.paths import ONNX_NAME, VECTORS_NAME
 from trigkit.learn.data import code_dtype, load_splits
 from trigkit.learn.models import firmware_network, to_input
 
-from .frontend import RowEdgesFrontEnd, attach_front_end
+from .frontend import RowClustersFrontEnd, attach_front_end
 from .hls_precision import check_hls_compatible
 from .reference import IntegerGraph, ReferenceModel
 
@@ -87,12 +87,12 @@ def export_qonnx(card: ModelCard, model, out_path: Path) -> Path:
     return out_path
 
 
-def front_end_of(card: ModelCard) -> RowEdgesFrontEnd | None:
+def front_end_of(card: ModelCard) -> RowClustersFrontEnd | None:
     """The fixed firmware front end of ``card``'s architecture, if it has one."""
     if card.architecture.kind != "l0_hitfeat":
         return None
     rows, width = card.data.input_shape[-2:]
-    return RowEdgesFrontEnd(int(rows), int(width))
+    return RowClustersFrontEnd(int(rows), int(width))
 
 
 def _torch_input_shape(card: ModelCard) -> tuple[int, ...]:

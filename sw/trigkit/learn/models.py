@@ -17,7 +17,7 @@ from torch import nn
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
 
-from .frontend import FEATURES_PER_ROW, FrontEndNet, RowEdges, row_edges_bits
+from .frontend import FEATURES_PER_ROW, FrontEndNet, RowClusters, row_clusters_bits
 from .gan import Generator
 
 
@@ -230,10 +230,10 @@ def build_model(card: ModelCard) -> nn.Module:
     f = _Layers(card)
     if a.kind == "l0_hitfeat":
         _, rows, width = image_shape(card)
-        net = _dense_stack(card, f, [f.input(row_edges_bits(width))],
+        net = _dense_stack(card, f, [f.input(row_clusters_bits(width))],
                            FEATURES_PER_ROW * rows,
-                           scale_input=not f.quant and 1.0 / (1 << row_edges_bits(width)))
-        return FrontEndNet(RowEdges(width), net)
+                           scale_input=not f.quant and 1.0 / (1 << row_clusters_bits(width)))
+        return FrontEndNet(RowClusters(width), net)
     layers: list[nn.Module] = [f.input()]
     if a.kind in ("l0_cnn", "l0_road", "cnn"):
         if a.kind != "cnn" and len(card.data.input_shape) != 2:

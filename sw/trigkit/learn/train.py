@@ -36,6 +36,7 @@ from trigkit.core.paths import (
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import Split, augmenter, load_splits
 from .decorrelate import MassAdversary, adversary_loss, distance_correlation, mass_bins
+from .frontend import FrontEndNet
 from .gan import GANSpec, load_generator, train_wgan_gp
 from .models import (
     anomaly_score,
@@ -317,6 +318,7 @@ class Trainer:
             model.load_state_dict(ckpt["model"])
             restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
         opt, sched = self._optimiser(model)
+        run, splits = self._fixed_front_end(model, splits, augment)
         if ckpt is not None:
             state = self._resume(ckpt, opt, sched)
             if state["stopped"] == "early_stopping" or state["epoch"] >= n_epochs:
@@ -332,10 +334,10 @@ class Trainer:
         budget_s = self.spec.max_minutes * 60
         for epoch in range(state["epoch"], n_epochs):
             t0 = time.perf_counter()
-            train_loss = self._train_epoch(model, opt, splits["train"], epoch, n_epochs,
+            train_loss = self._train_epoch(run, opt, splits["train"], epoch, n_epochs,
                                            augment, last)
             sched.step()
-            val_loss, val_metrics = self._evaluate_loss(model, splits["val"])
+            val_loss, val_metrics = self._evaluate_loss(run, splits["val"])
             row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                    **val_metrics, "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0}
@@ -361,6 +363,37 @@ class Trainer:
             if state["stopped"]:
                 break
         return self._result(state, time.perf_counter() - t_start)
+
+    def _fixed_front_end(self, model: nn.Module, splits: dict[str, Split], augment
+                         ) -> tuple[nn.Module, dict[str, Split]]:
+        """A fixed front end runs once per split, not once per epoch: the splits become its
+        features and training runs the learned part (``model.net``, the same parameters, so
+        checkpoints and results are unchanged). The teacher must share the front end; else,
+        with augmentation or streamed data, everything runs on the images as usual."""
+        teacher = self.teacher
+        if (not isinstance(model, FrontEndNet) or augment is not None
+                or self.card.task not in ("classification", "regression")
+                or any(s.hits is None for s in splits.values())):
+            return model, splits
+        if teacher is not None and not (
+                isinstance(teacher, FrontEndNet)
+                and type(teacher.front_end) is type(model.front_end)
+                and teacher.front_end.width == model.front_end.width):
+            return model, splits
+        if teacher is not None:
+            self.teacher = teacher.net
+        return model.net, {name: self._front_end_split(model.front_end, s)
+                           for name, s in splits.items()}
+
+    def _front_end_split(self, front_end: nn.Module, split: Split) -> Split:
+        feats = []
+        with torch.no_grad():
+            for s in range(0, len(split), 4096):
+                x = to_input(split.hits[s:s + 4096], self.card)
+                feats.append(front_end(x).numpy())
+        hits = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+        return Split(split.name, split.path, split.index, split.target, hits, split.extra,
+                     split.context)
 
     def _resume(self, ckpt: dict[str, Any], opt: torch.optim.Optimizer, sched
                 ) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""cocotb testbench of the hand-written front end hw/common/row_edges.v against its integer twin
-(trigkit.learn.frontend.row_edges_numpy).
+"""cocotb testbench of the hand-written front end hw/common/row_clusters.v against its integer twin
+(trigkit.learn.frontend.row_clusters_numpy).
 
 Inputs (environment variables): TRIGKIT_RESULTS (json file for the results), TRIGKIT_SEED.
 The module's ROWS, WIDTH and FEAT_BITS are read from the design. One image per clock cycle
@@ -17,7 +17,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from trigkit.learn.frontend import row_edges_numpy
+from trigkit.learn.frontend import row_clusters_numpy
 
 LATENCY = 4
 
@@ -55,12 +55,12 @@ def unpack(word: int, n: int, bits: int) -> np.ndarray:
 
 
 @cocotb.test()
-async def edges_match_twin(dut):
+async def features_match_twin(dut):
     """Every image: the four features per row equal the numpy twin's, one image per cycle."""
     rows, width = int(dut.ROWS.value), int(dut.WIDTH.value)
     bits = int(dut.FEAT_BITS.value)
     imgs = edge_images(rows, width, random.Random(int(os.environ.get("TRIGKIT_SEED", "1"))))
-    want = row_edges_numpy(imgs)
+    want = row_clusters_numpy(imgs)
     Clock(dut.clk, 4, unit="ns").start(start_high=False)
     got = []
     for t in range(len(imgs) + LATENCY):
