@@ -42,7 +42,7 @@ HITFEAT = {"name": "tiny_hitfeat", "task": "regression",
                      "weight_scale": [0.0078125, 0.125], "act_bits": 6},
            "training": {"epochs": 2, "batch_size": 64, "lr": 5e-3, "threads": 1,
                         "loss": "huber", "huber_delta": 0.1},
-           "hardware": {"clock_ns": 3.125, "latency_cutoff_ns": 100}}
+           "hardware": {"clock_ns": 3.125, "latency_cutoff_ns": 100, "delay_constraint": 1}}
 
 
 def _card(base: dict, **sections) -> ModelCard:
@@ -108,6 +108,26 @@ def test_per_layer_weight_bits_reach_the_graph_and_the_memory_count(tmp_path):
 def test_bad_kinds_and_quantisers_are_refused(sections, message):
     with pytest.raises(ConfigError, match=message):
         _card(ROAD, **sections)
+
+
+def test_delay_constraint_reaches_da4ml_and_is_range_checked():
+    card = _card(HITFEAT)
+    assert card.hardware.solver_options == {"hard_dc": 1}
+    with pytest.raises(ConfigError, match="delay_constraint"):
+        _card(HITFEAT, hardware={"delay_constraint": 9})
+
+
+def test_front_end_value_ranges_bound_its_features():
+    """The per-feature ranges the RTL tracer narrows its inputs to (hit flags 1 bit, logs 8
+    bits at 384 columns) hold every value, and each bit is used."""
+    from trigkit.firmware.frontend import RowClustersFrontEnd
+    from trigkit.learn.frontend import row_clusters_value_bits
+
+    assert row_clusters_value_bits(2, 384) == [10, 10, 10, 10, 1, 1, 8, 8]
+    imgs = np.random.default_rng(1).random((2000, 9, 384)) < 0.02
+    feats = RowClustersFrontEnd(9, 384).apply(imgs.astype(np.uint8))
+    limits = np.array(row_clusters_value_bits(9, 384))
+    assert (feats < (1 << limits)).all() and (feats >= (1 << (limits - 1))).any(axis=0).all()
 
 
 def test_per_layer_lists_must_match_the_network():

@@ -283,6 +283,15 @@ class HardwareSpec:
     clock_ns: float = 3.125
     io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
     latency_cutoff_ns: float = 100.0
+    #: da4ml's ``hard_dc``: adder levels that sharing sub-expressions may add to an adder
+    #: tree's minimal depth; -1 = no limit (da4ml's default, fewest LUTs), 0-2 trade a few
+    #: LUTs for fewer pipeline stages.
+    delay_constraint: int = -1
+
+    @property
+    def solver_options(self) -> dict[str, int]:
+        """Options of da4ml's constant-matrix solver from this card."""
+        return {"hard_dc": self.delay_constraint}
 
     def validate(self) -> None:
         if not PART_PATTERN.fullmatch(self.part):
@@ -291,6 +300,7 @@ class HardwareSpec:
                               "xcvu13p-flga2577-2-e)")
         require_range("hardware.clock_ns", self.clock_ns, 0.0, lo_open=True)
         require_range("hardware.latency_cutoff_ns", self.latency_cutoff_ns, 0.0, lo_open=True)
+        require_range("hardware.delay_constraint", self.delay_constraint, -1, 8)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from trigkit.learn.frontend import (
     row_clusters_bits,
     row_clusters_index_bits,
     row_clusters_numpy,
+    row_clusters_value_bits,
 )
 
 #: ONNX metadata key of the front end.
@@ -44,6 +45,11 @@ class RowClustersFrontEnd:
     def feature_bits(self) -> int:
         """Width of one feature code (unsigned) on the network's input."""
         return row_clusters_bits(self.width)
+
+    @property
+    def value_bits(self) -> list[int]:
+        """Bits each feature's values need (the hit flags 1, the logs 8 at 384 columns)."""
+        return row_clusters_value_bits(self.rows, self.width)
 
     @property
     def n_features(self) -> int:

@@ -392,6 +392,11 @@ class ReferenceModel:
         """Bits of one graph input code: the front end's feature codes, else ``input_bits``."""
         return input_bits if self.front_end is None else self.front_end.feature_bits
 
+    def graph_input_value_bits(self) -> list[int] | None:
+        """Bits each graph input element's values need when a front end guarantees narrower
+        ranges than the uniform code width (None: every element may use the full width)."""
+        return None if self.front_end is None else self.front_end.value_bits
+
     def to_graph_layout(self, images: np.ndarray) -> np.ndarray:
         """(N, *image shape) as stored by the simulator -> (N, *graph input shape), through the
         front end when the model has one."""

@@ -175,6 +175,15 @@ def _rtl_json(name: str, vname: str, ref: ReferenceModel, comb, io: tuple, model
     }
 
 
+def trace_reference(ref: ReferenceModel, input_bits: int, input_signed: bool = False,
+                    solver_options: dict | None = None):
+    """Trace a reference model's graph with its real input format: a front end's feature
+    codes and value ranges when it has one, else ``input_bits``. Returns ``(comb, out_exp)``."""
+    return trace_graph(ref.graph, input_bits=ref.graph_input_bits(input_bits),
+                       solver_options=solver_options, input_signed=input_signed,
+                       value_bits=ref.graph_input_value_bits())
+
+
 def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
                    input_bits: int, input_signed: bool, solver_options: dict | None,
                    timings: dict[str, float]):
@@ -182,9 +191,8 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
     returns (reference, comb, output exponent, (mismatches, vectors))."""
     t0 = time.perf_counter()
     ref = ReferenceModel(onnx_path)
+    comb, out_exp = trace_reference(ref, input_bits, input_signed, solver_options)
     input_bits = ref.graph_input_bits(input_bits)
-    comb, out_exp = trace_graph(ref.graph, input_bits=input_bits, solver_options=solver_options,
-                                input_signed=input_signed)
     timings["trace"] = time.perf_counter() - t0
     mismatches = n_vectors = None
     if vectors_path is not None:
@@ -298,4 +306,5 @@ def run_rtl(card, build_dir: str | Path | None = None, hw_dir: str | Path | None
                            f"(trigkit export --model {card.name})")
     return write_rtl(card.name, onnx_path, hw_dir or files.hw, clock_ns=card.hardware.clock_ns,
                      latency_cutoff_ns=card.hardware.latency_cutoff_ns,
-                     input_bits=card.input_bits, input_signed=card.input_signed)
+                     input_bits=card.input_bits, input_signed=card.input_signed,
+                     solver_options=card.hardware.solver_options)

@@ -36,6 +36,7 @@ balanced trees of comparators (log depth).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -266,14 +267,17 @@ check_handlers("the RTL tracer", _TRACERS)
 
 
 def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None,
-                input_signed: bool = False):
+                input_signed: bool = False, value_bits: list[int] | None = None):
     """Trace ``graph`` with da4ml; returns ``(comb, out_exp)``.
 
     ``comb`` is da4ml's ``CombLogic``: ``comb.predict(x)`` on inputs flattened in the graph's
     input layout (without the batch axis, C order) gives the reference's integers, and
     ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit integers
     (exponent 0), unsigned (1 bit for hit images, the narrowest exact format for values 0/1) or
-    two's complement with ``input_signed``.
+    two's complement with ``input_signed``. ``value_bits`` (unsigned inputs only: a fixed front
+    end's guarantee, one entry per element) narrows each element's range inside the logic while
+    the port stays ``input_bits`` wide: the unused upper bits are dropped (e.g. a hit flag's
+    adders take 1 bit, not the code width).
     """
     from da4ml.trace import FixedVariableArrayInput, comb_trace
 
@@ -284,6 +288,13 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
         raise TrigkitError(f"graph input shape {list(graph.input_shape)} has no fixed size")
     inp = FixedVariableArrayInput(shape, solver_options=solver_options)
     x = inp.quantize(k=int(input_signed), i=input_bits - int(input_signed), f=0)
+    if value_bits is not None:
+        bits = np.asarray(value_bits, dtype=np.int64)
+        if input_signed or bits.size != math.prod(shape) or bits.min() < 1 or (
+                bits.max() > input_bits):
+            raise TrigkitError(f"value_bits must give 1..{input_bits} bits for each of the "
+                               f"{math.prod(shape)} unsigned inputs")
+        x = x.quantize(k=0, i=bits.reshape(shape), f=0)
     env: dict[str, tuple[Any, int]] = {graph.input_name: (x, 0)}
     for op in graph.ops:
         missing = [i for i in op.inputs[:1] if i not in env]

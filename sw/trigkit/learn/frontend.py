@@ -47,6 +47,16 @@ def row_clusters_bits(width: int) -> int:
     return max(pos, ((pos + 1) << LOG_FRAC_BITS).bit_length())
 
 
+def row_clusters_value_bits(rows: int, width: int) -> list[int]:
+    """Bits each feature's values need (unsigned), in feature order: a doubled centre, the hit
+    flag (1 bit), the log (up to that of the widest separation). Narrower than the uniform
+    code width of :func:`row_clusters_bits`, which the firmware's adders can exploit."""
+    pos = row_clusters_index_bits(width) + 1
+    widest = np.array([2 * (width - 1) + 1])
+    log = int(_log2_sep(widest, row_clusters_index_bits(width) + 2)[0]).bit_length()
+    return [pos] * rows + [pos] * rows + [1] * rows + [log] * rows
+
+
 def _log2_sep(sep: np.ndarray, max_exp: int) -> np.ndarray:
     e = sum((sep >= (1 << k)).astype(np.int64) for k in range(1, max_exp + 1))
     return np.where(sep > 0, (e << LOG_FRAC_BITS) + ((sep << LOG_FRAC_BITS) >> e)

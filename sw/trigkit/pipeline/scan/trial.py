@@ -26,9 +26,14 @@ from trigkit.core.io import write_json_atomic
 from trigkit.core.paths import ONNX_NAME, VECTORS_NAME, YOSYS_LOG
 from trigkit.firmware.export import export_qonnx, make_vectors, write_vectors
 from trigkit.firmware.reference import ReferenceModel
-from trigkit.firmware.rtl import latency_cycles, pipeline, stage_delay_units, write_rtl
+from trigkit.firmware.rtl import (
+    latency_cycles,
+    pipeline,
+    stage_delay_units,
+    trace_reference,
+    write_rtl,
+)
 from trigkit.firmware.synth import synth_yosys
-from trigkit.firmware.trace import trace_graph
 from trigkit.learn.data import load_splits
 from trigkit.learn.metrics import accuracy, regression_metrics
 from trigkit.learn.train import Trainer, load_trained_model
@@ -82,7 +87,8 @@ def run_trial(card: ModelCard, out_dir: Path, threads: int = 1) -> dict[str, Any
     onnx_path = export_qonnx(card, model, out_dir / ONNX_NAME)
     reference = ReferenceModel(onnx_path)
     _stage(out_dir, "trace (da4ml)")
-    comb, _ = trace_graph(reference.graph, card.input_bits, input_signed=card.input_signed)
+    comb, _ = trace_reference(reference, card.input_bits, card.input_signed,
+                              card.hardware.solver_options)
     cycles = latency_cycles(pipeline(comb, stage_delay_units(card.hardware.clock_ns)))
     _stage(out_dir, "validation")
     weights = reference.weights_nonzero()
@@ -172,7 +178,8 @@ def synthesise_trial(base: ModelCard, record: dict[str, Any], trials_dir: Path,
                      clock_ns=card.hardware.clock_ns,
                      latency_cutoff_ns=card.hardware.latency_cutoff_ns,
                      vectors_path=out_dir / VECTORS_NAME, input_bits=card.input_bits,
-                     input_signed=card.input_signed)
+                     input_signed=card.input_signed,
+                     solver_options=card.hardware.solver_options)
     if info["trace_vs_ref"]:
         raise TrigkitError(f"trial {record['trial']}: the traced RTL differs from the reference "
                            f"on {info['trace_vs_ref']} vectors")
