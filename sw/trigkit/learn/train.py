@@ -318,7 +318,6 @@ class Trainer:
             model.load_state_dict(ckpt["model"])
             restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
         opt, sched = self._optimiser(model)
-        run, splits = self._fixed_front_end(model, splits, augment)
         if ckpt is not None:
             state = self._resume(ckpt, opt, sched)
             if state["stopped"] == "early_stopping" or state["epoch"] >= n_epochs:
@@ -330,6 +329,7 @@ class Trainer:
                 print(f"{self.card.name}: resuming after epoch {state['epoch']}"
                       + (" (the last run hit its time budget)" if state["stopped"] else ""))
             state["stopped"] = ""
+        run, splits = self._fixed_front_end(model, splits, augment)
         t_start = time.perf_counter()
         budget_s = self.spec.max_minutes * 60
         for epoch in range(state["epoch"], n_epochs):
