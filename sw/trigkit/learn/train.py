@@ -368,8 +368,9 @@ class Trainer:
                          ) -> tuple[nn.Module, dict[str, Split]]:
         """A fixed front end runs once per split, not once per epoch: the splits become its
         features and training runs the learned part (``model.net``, the same parameters, so
-        checkpoints and results are unchanged). The teacher must share the front end; else,
-        with augmentation or streamed data, everything runs on the images as usual."""
+        checkpoints and results are unchanged); a distillation teacher with the same front end
+        is swapped for its own learned part (``self.teacher = teacher.net``). Otherwise, or with
+        augmentation or streamed data, everything runs on the images as usual."""
         teacher = self.teacher
         if (not isinstance(model, FrontEndNet) or augment is not None
                 or self.card.task not in ("classification", "regression")
