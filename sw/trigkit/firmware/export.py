@@ -100,10 +100,10 @@ def _torch_input_shape(card: ModelCard) -> tuple[int, ...]:
 
 
 def edge_case_codes(shape: tuple[int, ...], bits: int, seed: int = 0,
-                    signed: bool = False) -> np.ndarray:
+                    signed: bool = False, n_random: int = 8) -> np.ndarray:
     """Inputs of ``bits``-bit codes at the corners of the range: all zero, all at the minimum
     and at the maximum, one element at each extreme in each corner, alternating min/max, and
-    uniform random codes."""
+    ``n_random`` uniform random codes."""
     lo, hi = code_range(bits, signed)
     dtype = code_dtype(bits, signed)
     extremes = [v for v in dict.fromkeys((hi, lo)) if v != 0]
@@ -117,7 +117,7 @@ def edge_case_codes(shape: tuple[int, ...], bits: int, seed: int = 0,
     alt = np.where(np.arange(flat_n) % 2 == 1, hi, lo).astype(dtype).reshape(shape)
     imgs += [alt, np.where(alt == hi, lo, hi).astype(dtype)]
     rng = np.random.default_rng(seed)
-    for _ in range(8):
+    for _ in range(n_random):
         imgs.append(rng.integers(lo, hi + 1, size=shape).astype(dtype))
     return np.stack(imgs)
 

@@ -38,6 +38,8 @@ _EXACT_F32 = 2**24
 _EXACT_F64 = 2**53
 _EXACT_I32 = 2**31
 _INT8_MAX = 127
+#: Ops that only move elements (no arithmetic).
+_LAYOUT_OPS = ("Transpose", "Reshape", "Flatten")
 
 
 @dataclass
@@ -166,6 +168,23 @@ class IntegerGraph:
                 [node.input[1]] if node.op_type in ("Conv", "MatMul") else []),
                 node.output[0], attrs))
         self.plan = _fold_relu_into_quant(self.ops, self.output_name)
+        self.input_exp = self._input_exponent()
+
+    def _input_exponent(self) -> int:
+        """Exponent of the input quantiser's grid: the firmware's input codes are the graph
+        input values times ``2**-input_exp`` (0 for hit images and feature codes)."""
+        name = self.input_name
+        for op in self.ops:
+            if op.inputs[0] != name:
+                continue
+            if op.kind == "Quant":
+                return int(op.attrs["exp"])
+            if op.kind not in _LAYOUT_OPS:
+                break
+            name = op.output
+        raise TrigkitError(f"the graph input {self.input_name!r} does not reach a Quant node "
+                           "through layout ops only; fix: start the model with an input "
+                           "quantiser (QuantIdentity) so that the input has a fixed-point grid")
 
     @staticmethod
     def _quantise_constant(w: np.ndarray, attrs: dict, where: str) -> IntTensor:
@@ -369,6 +388,10 @@ class ReferenceModel:
             if tuple(self.graph.input_shape) != want:
                 raise TrigkitError(f"{self.path}: the graph input {list(self.graph.input_shape)} "
                                    f"does not take the front end's {want[1]} features")
+            if self.graph.input_exp != 0:
+                raise TrigkitError(f"{self.path}: the front end gives integer feature codes, but "
+                                   f"the graph's input quantiser has scale "
+                                   f"2**{self.graph.input_exp}; export it with scale 1")
         keep_freed_memory()
         self.task = task
         self.classes = classes or []
@@ -387,6 +410,20 @@ class ReferenceModel:
                      for t in self.graph.constants.values()]
         return {"per_layer": per_layer, "nonzero": sum(n for n, _ in per_layer),
                 "total": sum(t for _, t in per_layer)}
+
+    @property
+    def input_exp(self) -> int:
+        """Exponent of the firmware's input codes: value = code * 2**input_exp (vectors.npz's
+        ``x`` and the RTL's ``in_data`` hold codes; 0 for hit images and front ends)."""
+        return self.graph.input_exp
+
+    def predict_codes(self, codes: np.ndarray, batch: int | None = None
+                      ) -> tuple[np.ndarray, int]:
+        """:meth:`predict_int` on firmware input codes (values ``codes * 2**input_exp``)."""
+        codes = np.asarray(codes)
+        if self.input_exp == 0:
+            return self.predict_int(codes, batch)
+        return self.predict_int(codes.astype(np.float64) * 2.0**self.input_exp, batch)
 
     def graph_input_bits(self, input_bits: int) -> int:
         """Bits of one graph input code: the front end's feature codes, else ``input_bits``."""

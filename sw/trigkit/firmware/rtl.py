@@ -30,15 +30,20 @@ from pathlib import Path
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import RTL_JSON, VECTORS_NAME, ModelFiles
 
+from .export import edge_case_codes
 from .frontend import ROW_CLUSTERS_SOURCE, RowClustersFrontEnd
 from .layout import COMMON_SOURCES, CORE_MODULE, VERILATOR_CONTROL, load_vectors
 from .reference import ReferenceModel
-from .trace import count_trace_mismatches, trace_graph
+from .trace import count_code_mismatches, count_trace_mismatches, trace_graph
 
 #: da4ml delay units (about one adder level: LUT + short carry chain) per ns of clock period,
 #: used to turn the card's clock into da4ml's per-stage ``latency_cutoff``. da4ml's own
 #: command line pairs a 5 ns clock with a cutoff of 5; one level per ns is that pairing.
 DELAY_UNITS_PER_NS = 1.0
+#: Random input codes (besides the edge cases) on which traced logic is checked before any
+#: Verilog is written when no vectors are given, and their seed.
+CHECK_CODES = 300
+CHECK_SEED = 4243
 
 
 def _verilog_name(name: str) -> str:
@@ -158,10 +163,11 @@ def _rtl_json(name: str, vname: str, ref: ReferenceModel, comb, io: tuple, model
                     "it"},
         "input": {
             "n": n_in, "shape": shape, "element_bits": element_bits,
-            "signed": bool(input_signed), "exp": 0,
-            "packing": "graph input without the batch axis (NHWC: eta, strip, channel), "
-                       "flattened in C order; element p at in_data[p*element_bits +: "
-                       "element_bits]; for an image x (9, W) element p = row*W + strip",
+            "signed": bool(input_signed), "exp": int(ref.input_exp),
+            "packing": "input codes (value = code * 2**exp) of the graph input without the "
+                       "batch axis (NHWC: eta, strip, channel), flattened in C order; element "
+                       "p at in_data[p*element_bits +: element_bits]; for an image x (9, W) "
+                       "element p = row*W + strip",
         },
         "output": {
             "n": n_out, "word_bits": lout["bits"], "signed": bool(lout["k"]),
@@ -194,16 +200,22 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
     comb, out_exp = trace_reference(ref, input_bits, input_signed, solver_options)
     input_bits = ref.graph_input_bits(input_bits)
     timings["trace"] = time.perf_counter() - t0
-    mismatches = n_vectors = None
+    t0 = time.perf_counter()
     if vectors_path is not None:
-        t0 = time.perf_counter()
+        where = str(vectors_path)
         mismatches, n_vectors = count_trace_mismatches(comb, ref, Path(vectors_path), input_bits,
                                                       input_signed)
-        timings["trace_check"] = time.perf_counter() - t0
-        if mismatches:
-            raise TrigkitError(f"{name}: the traced logic differs from the reference on "
-                               f"{mismatches} of {n_vectors} vectors ({vectors_path}); no RTL "
-                               "written")
+    else:  # never write Verilog that was not checked: edge-case and random input codes
+        where = f"{CHECK_CODES} generated edge-case and random input codes"
+        shape = ref.front_end.input_shape if ref.front_end is not None else ref.input_shape
+        codes = edge_case_codes(tuple(shape), 1 if ref.front_end is not None else input_bits,
+                                seed=CHECK_SEED, signed=input_signed, n_random=CHECK_CODES)
+        mismatches, n_vectors = count_code_mismatches(comb, ref, codes, input_bits,
+                                                      input_signed)
+    timings["trace_check"] = time.perf_counter() - t0
+    if mismatches:
+        raise TrigkitError(f"{name}: the traced logic differs from the reference on "
+                           f"{mismatches} of {n_vectors} vectors ({where}); no RTL written")
     return ref, comb, out_exp, (mismatches, n_vectors)
 
 
@@ -235,9 +247,11 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
     ``out_dir`` defaults to ``hw/<name>`` (it is replaced). The pipeline is cut into stages of at
     most ``stage_delay`` da4ml delay units (about one adder level each; default
     ``clock_ns * DELAY_UNITS_PER_NS``); ``latency_cutoff_ns`` is the budget for the whole
-    latency: exceeding it is a warning and ``within_budget: false`` in rtl.json. When
-    ``vectors_path`` (default: ``vectors.npz`` beside the ONNX file, if present) is given, the
-    traced logic is checked against its ``y_int`` first and a mismatch is an error.
+    latency: exceeding it is a warning and ``within_budget: false`` in rtl.json. The traced
+    logic is checked against the reference before anything is written, and a mismatch is an
+    error: on ``vectors_path`` (default: ``vectors.npz`` beside the ONNX file, if present; its
+    ``x`` are input codes, value = code * 2**input_exp), else on :data:`CHECK_CODES` random
+    and the edge-case input codes.
     ``solver_options`` go to da4ml's CMVM solver (see :func:`trace_graph`). Returns the
     rtl.json content.
     """

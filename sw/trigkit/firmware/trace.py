@@ -49,6 +49,14 @@ from .layout import check_input_range, load_vectors
 from .ops import check_handlers
 from .reference import IntegerGraph, ReferenceModel
 
+#: Largest number of inputs of one da4ml CMVM problem. da4ml's solver time grows faster than the
+#: square of the matrix (measured on random ternary matrices, 64 outputs, 2 vCPUs: 196 inputs
+#: 5.6 s, 784 inputs did not finish in 10 minutes); a longer dot product is solved in blocks of
+#: at most this many inputs whose partial sums meet in a balanced adder tree: common
+#: subexpressions are only shared inside a block (+10 % adders on a 392 x 64 ternary matrix),
+#: nothing changes for layers up to this size.
+CMVM_MAX_ROWS = 128
+
 
 def _fail(op, problem: str) -> TrigkitError:
     return TrigkitError(f"{op.name}: {problem} (RTL tracer)")
@@ -124,22 +132,37 @@ def _matmul_const(op, x, w: np.ndarray):
     opts.pop("offload_fn", None)
     opts.setdefault("adder_size", x.hwconf.adder_size)
     opts.setdefault("carry_size", x.hwconf.carry_size)
-    mat = np.ascontiguousarray(w.astype(np.float32))
+    n_blocks = -(-w.shape[0] // CMVM_MAX_ROWS)
+    blocks = [(b[0], b[-1] + 1) for b in np.array_split(np.arange(w.shape[0]), n_blocks)]
+    mats = [np.ascontiguousarray(w[a:b].astype(np.float32)) for a, b in blocks]
     cache: dict[tuple, Any] = {}
     out = []
     for row in rows:
         if any(v.low == v.high for v in row):  # constants (padding): da4ml's general path
             out.append(_vars_of(_wrap(x, row) @ w))
             continue
-        qints = tuple(QInterval(float(v.low), float(v.high), float(v.step)) for v in row)
-        lats = tuple(float(v.latency) for v in row)
-        sol = cache.get((qints, lats))
-        if sol is None:
-            sol = cache[(qints, lats)] = solve(mat, qintervals=list(qints),
-                                              latencies=list(lats), **opts)
-        out.append(np.asarray(sol(row), dtype=object))
+        partial = []
+        for (a, b), mat in zip(blocks, mats, strict=True):
+            qints = tuple(QInterval(float(v.low), float(v.high), float(v.step))
+                          for v in row[a:b])
+            lats = tuple(float(v.latency) for v in row[a:b])
+            key = (a, qints, lats)
+            sol = cache.get(key)
+            if sol is None:
+                sol = cache[key] = solve(mat, qintervals=list(qints), latencies=list(lats),
+                                         **opts)
+            partial.append(np.asarray(sol(row[a:b]), dtype=object))
+        out.append(_sum_tree(partial))
     shape = x.shape[:-1] + (w.shape[1],)
     return _wrap(x, np.array(out, dtype=object).reshape(shape))
+
+
+def _sum_tree(parts: list[np.ndarray]) -> np.ndarray:
+    """Element-wise sum of equally shaped object arrays as a balanced adder tree."""
+    while len(parts) > 1:
+        nxt = [parts[n] + parts[n + 1] for n in range(0, len(parts) - 1, 2)]
+        parts = nxt + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]
 
 
 def _is_bit(v) -> bool:
@@ -270,10 +293,11 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
                 input_signed: bool = False, value_bits: list[int] | None = None):
     """Trace ``graph`` with da4ml; returns ``(comb, out_exp)``.
 
-    ``comb`` is da4ml's ``CombLogic``: ``comb.predict(x)`` on inputs flattened in the graph's
-    input layout (without the batch axis, C order) gives the reference's integers, and
-    ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit integers
-    (exponent 0), unsigned (1 bit for hit images, the narrowest exact format for values 0/1) or
+    ``comb`` is da4ml's ``CombLogic``: ``comb.predict(x)`` on input codes flattened in the
+    graph's input layout (without the batch axis, C order) gives the reference's integers, and
+    ``value = int * 2**out_exp``. The input is declared as ``input_bits``-bit integer codes on
+    the input quantiser's grid (value = code * 2**graph.input_exp), unsigned (1 bit for hit
+    images, the narrowest exact format for values 0/1) or
     two's complement with ``input_signed``. ``value_bits`` (unsigned inputs only: a fixed front
     end's guarantee, one entry per element) narrows each element's range inside the logic while
     the port stays ``input_bits`` wide: the unused upper bits are dropped (e.g. a hit flag's
@@ -295,7 +319,8 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
             raise TrigkitError(f"value_bits must give 1..{input_bits} bits for each of the "
                                f"{math.prod(shape)} unsigned inputs")
         x = x.quantize(k=0, i=bits.reshape(shape), f=0)
-    env: dict[str, tuple[Any, int]] = {graph.input_name: (x, 0)}
+    # the input port carries the input quantiser's integer codes: value = code * 2**input_exp
+    env: dict[str, tuple[Any, int]] = {graph.input_name: (x, graph.input_exp)}
     for op in graph.ops:
         missing = [i for i in op.inputs[:1] if i not in env]
         if missing:
@@ -317,12 +342,24 @@ def count_trace_mismatches(comb, ref: ReferenceModel, vectors_path: Path,
                            input_bits: int = 1, input_signed: bool = False) -> tuple[int, int]:
     """(mismatching vectors, vectors) of ``comb.predict`` against vectors.npz's ``y_int``."""
     v = load_vectors(vectors_path)
-    x = ref.to_graph_layout(v["x"]).reshape(len(v["x"]), -1)
-    check_input_range(x.astype(np.int64), input_bits, input_signed,
-                       f"the RTL input ({vectors_path})")
+    return _mismatches(comb, ref, v["x"], v["y_int"], input_bits, input_signed,
+                       str(vectors_path))
+
+
+def count_code_mismatches(comb, ref: ReferenceModel, codes: np.ndarray, input_bits: int = 1,
+                          input_signed: bool = False) -> tuple[int, int]:
+    """(mismatching inputs, inputs) of ``comb.predict`` against the reference on input codes."""
+    y_int, _ = ref.predict_codes(codes)
+    return _mismatches(comb, ref, codes, y_int, input_bits, input_signed, "input codes")
+
+
+def _mismatches(comb, ref: ReferenceModel, codes: np.ndarray, y_int: np.ndarray,
+                input_bits: int, input_signed: bool, what: str) -> tuple[int, int]:
+    x = ref.to_graph_layout(codes).reshape(len(codes), -1)
+    check_input_range(x.astype(np.int64), input_bits, input_signed, f"the RTL input ({what})")
     y = comb.predict(x.astype(np.float64))
-    y_int = v["y_int"].reshape(len(y), -1)
+    y_int = np.asarray(y_int).reshape(len(y), -1)
     if y.shape != y_int.shape:
-        raise TrigkitError(f"traced logic gives {y.shape[1]} outputs, {vectors_path} has "
+        raise TrigkitError(f"traced logic gives {y.shape[1]} outputs, {what} has "
                            f"{y_int.shape[1]}")
     return int(np.any(y != y_int, axis=1).sum()), len(y)
