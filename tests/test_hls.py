@@ -312,7 +312,7 @@ def test_checker_refusals_name_the_node_and_the_fix(tiny):
         check_hls_compatible(mw)
 
     for op, hint in (("Trunc", "MaxPool"), ("MultiThreshold", "FINN"),
-                     ("QuantizeLinear", "export_qonnx"), ("Add", "bias=False"),
+                     ("QuantizeLinear", "export_qonnx"), ("Add", "Brevitas"),
                      ("Softmax", "supported ops")):
         mw = _mutated(tiny)
         relu = _node(mw, "Relu")

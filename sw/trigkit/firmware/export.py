@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from qonnx.transformation.base import Transformation
 from tqdm import tqdm
 
 from trigkit.core import registry
@@ -32,17 +33,60 @@ from .reference import IntegerGraph, ReferenceModel
 
 
 def clean_qonnx(model_wrapper):
-    """qonnx cleanup, channels-last for conv nets (NHWC input), Gemm -> MatMul, cleanup
-    (the recipe of TOOLCHAIN.md)."""
+    """qonnx cleanup, 1-D conv nets made 2-D (NCL -> NCL1), channels-last for conv nets (NHWC
+    input), Gemm -> MatMul, cleanup (the recipe of TOOLCHAIN.md)."""
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
     mw = cleanup_model(model_wrapper)
+    if len(mw.get_tensor_shape(mw.graph.input[0].name)) == 3:
+        mw = cleanup_model(mw.transform(OneDimToTwoDim()))
     if len(mw.get_tensor_shape(mw.graph.input[0].name)) > 2:
         mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
     mw = mw.transform(GemmToMatMul())
     return cleanup_model(mw)
+
+
+class OneDimToTwoDim(Transformation):
+    """1-D conv nets ([N, C, L] tensors) as 2-D ones of width 1 ([N, C, L, 1]).
+
+    qonnx's ``Change3DTo4DTensors`` does this for float graphs only (it refuses Quant and Relu
+    nodes); here every rank-3 tensor gains a trailing axis, Conv / MaxPool attributes a
+    second spatial dimension, rank-3 constants (a Quant node's conv weights, per-channel
+    operands) a trailing 1, and a 3-D Transpose keeps the new axis in place."""
+
+    def apply(self, model):
+        from onnx import helper
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        graph = model.graph
+        inits = {init.name for init in graph.initializer}
+        for t in [*graph.input, *graph.output, *graph.value_info]:
+            dims = t.type.tensor_type.shape.dim
+            if len(dims) == 3 and t.name not in inits:
+                dims.add().dim_value = 1
+        for name in [init.name for init in graph.initializer]:
+            value = model.get_initializer(name)
+            if value.ndim == 3:
+                model.set_initializer(name, value[..., None])
+        for node in graph.node:
+            attrs = {a.name: a for a in node.attribute}
+            if node.op_type in ("Conv", "MaxPool"):
+                for name, extra in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+                    if name in attrs and len(attrs[name].ints) == 1:
+                        attrs[name].ints.append(extra)
+                if "pads" in attrs and len(attrs["pads"].ints) == 2:
+                    begin, end = attrs["pads"].ints
+                    node.attribute.remove(attrs["pads"])
+                    node.attribute.append(helper.make_attribute("pads", [begin, 0, end, 0]))
+            elif node.op_type == "Transpose" and len(attrs["perm"].ints) == 3:
+                attrs["perm"].ints.append(3)
+            elif node.op_type == "Reshape":
+                shape = model.get_initializer(node.input[1])
+                if shape is not None and len(shape) == 3:
+                    model.set_initializer(node.input[1], np.append(shape, 1).astype(np.int64))
+        return model.transform(InferShapes()), False
 
 
 def brevitas_to_qonnx(model, example, out_path: Path | None = None):

@@ -270,6 +270,11 @@ def _grid_weighted(mw, node, an: _Analysis, g: Grid) -> None:
     if node.op_type == "MatMul" and w_ints.ndim != 2:
         raise _fail(node, f"weight of rank {w_ints.ndim}", "use a 2-D weight")
     acc = _accumulate(node, g, w_ints, -wp.exponent, 0 if node.op_type == "Conv" else 1)
+    if len(node.input) > 2 and node.input[2]:  # a quantised bias
+        if node.input[2] not in an.quant_consts:
+            raise _fail(node, f"bias {node.input[2]!r} is float (not fed through a Quant node)",
+                        "quantise it with a power-of-two bias quantiser (Int16Bias)")
+        acc = _sum_grid(node, acc, an.grids[node.input[2]])
     an.grids[out] = acc
     an.precisions[out] = an.accum[out] = acc.precision()
     an.weights[out] = wp.precision()
@@ -291,10 +296,73 @@ def _grid_same(mw, node, an: _Analysis, g: Grid) -> None:
     an.precisions[node.output[0]] = g.precision()
 
 
+def _operand_grid(mw, node, an: _Analysis, name: str) -> tuple[Grid, np.ndarray | None]:
+    """The grid of a second operand: a quantised tensor, a quantised constant or a float
+    constant (exact: every float is dyadic); the constant's values too (None for tensors)."""
+    if name in an.quant_consts:
+        ints, p = an.quant_consts[name]
+        return an.grids[name], ints * 2.0**p.exponent
+    if name in an.grids:
+        return an.grids[name], None
+    value = _init(mw, name)
+    if value is None:
+        raise _fail(node, f"operand {name!r} is float here (not on a fixed-point grid)",
+                    "quantise it first (a QuantIdentity in the Brevitas model)")
+    g = _exact_grid(value, max_frac=1100)
+    if g is None:
+        raise _fail(node, f"constant {name!r} is not finite", "use finite constants")
+    return g, np.asarray(value, dtype=np.float64)
+
+
+def _check_float32(node, g: Grid) -> Grid:
+    n = max(g.hi, -g.lo)
+    if n >= 1 << 24:
+        raise _fail(node, f"its results need up to {n.bit_length()} significant bits; QONNX "
+                    "computes it in float32 (24 bits) and may round", "quantise the constant "
+                    "(e.g. a bias with bias_quant=Int16Bias) or the operands onto coarser "
+                    "power-of-two grids")
+    return g
+
+
+def _sum_grid(node, a: Grid, b: Grid, subtract: bool = False) -> Grid:
+    f = max(a.frac, b.frac)
+    sa, sb = 1 << (f - a.frac), 1 << (f - b.frac)
+    if subtract:
+        lo, hi = a.lo * sa - b.hi * sb, a.hi * sa - b.lo * sb
+    else:
+        lo, hi = a.lo * sa + b.lo * sb, a.hi * sa + b.hi * sb
+    return _check_float32(node, Grid(f, min(lo, 0), max(hi, 0)))
+
+
+def _grid_add(mw, node, an: _Analysis, g: Grid) -> None:
+    b, _ = _operand_grid(mw, node, an, node.input[1])
+    out = _sum_grid(node, g, b, subtract=node.op_type == "Sub")
+    an.grids[node.output[0]] = out
+    an.precisions[node.output[0]] = an.accum[node.output[0]] = out.precision()
+
+
+def _grid_mul(mw, node, an: _Analysis, g: Grid) -> None:
+    b, value = _operand_grid(mw, node, an, node.input[1])
+    if value is None:
+        raise _fail(node, "product of two tensors", "multiply by a constant only")
+    if node.op_type == "Div":
+        if np.any(value == 0) or any(po2_exponent(abs(float(v))) is None for v in value.ravel()):
+            raise _fail(node, f"division by {sorted(set(value.ravel().tolist()))[:4]}",
+                        "divide by a power of two (or fold it into the next quantiser's scale)")
+        value = 1.0 / value
+        b = _exact_grid(value, max_frac=1100)
+    ints = np.round(value * 2.0**b.frac).astype(np.int64).ravel()
+    ends = [g.lo * int(v) for v in ints] + [g.hi * int(v) for v in ints]
+    out = _check_float32(node, Grid(g.frac + b.frac, min(min(ends), 0), max(max(ends), 0)))
+    an.grids[node.output[0]] = out
+    an.precisions[node.output[0]] = an.accum[node.output[0]] = out.precision()
+
+
 #: Grid rule of each op of trigkit.firmware.ops (Quant is handled by :func:`_grid_quant`).
 _GRID_RULES = {"Quant": None, "Conv": _grid_weighted, "MatMul": _grid_weighted,
                "Relu": _grid_relu, "MaxPool": _grid_maxpool, "Flatten": _grid_same,
-               "Reshape": _grid_same, "Transpose": _grid_same}
+               "Reshape": _grid_same, "Transpose": _grid_same, "Add": _grid_add,
+               "Sub": _grid_add, "Mul": _grid_mul, "Div": _grid_mul}
 check_handlers("the hls4ml precision analysis", _GRID_RULES)
 
 

@@ -48,7 +48,8 @@ def rtl_sources(hw_dir: str | Path, info: dict, verilator_control: bool = False)
 
 def graph_layout(images: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
     """(N, *data shape) -> (N, *want), the channels-last graph input: a (H, W) image gains a
-    channel axis, a (C, H, W) one is transposed to (H, W, C); vectors pass unchanged."""
+    channel axis, a (C, H, W) one is transposed to (H, W, C), a 1-D (C, L) one to (L, 1, C)
+    (how the export makes 1-D conv nets 2-D); vectors pass unchanged."""
     images = np.asarray(images)
     want = tuple(int(d) for d in want)
     if images.shape[1:] == want:
@@ -59,6 +60,8 @@ def graph_layout(images: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
         return images[:, None]
     if images.ndim == 4 and images.shape[2:] + images.shape[1:2] == want:
         return images.transpose(0, 2, 3, 1)
+    if images.ndim == 3 and (images.shape[2], 1, images.shape[1]) == want:
+        return images.transpose(0, 2, 1)[:, :, None, :]  # 1-D (C, L) -> (L, 1, C)
     raise TrigkitError(f"images of shape {list(images.shape[1:])} do not fit the model "
                        f"input {list(want)}")
 

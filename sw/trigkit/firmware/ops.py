@@ -46,6 +46,13 @@ def equal(wanted: Any, what: str) -> Rule:
     return rule
 
 
+def two_dims(value: Any) -> str | None:
+    """A 2-D kernel (1-D convolutions are made 2-D by the export's Change3DTo4DTensors)."""
+    return None if len(list(value)) == 2 else (
+        f"{len(list(value))}-D kernel {list(value)} (only 2-D; 1-D convolutions are made 2-D "
+        "by trigkit's export cleanup)")
+
+
 def _batch_first(perm: Any) -> str | None:
     perm = list(perm)
     return None if perm and perm[0] == 0 else f"perm {perm} moves the batch axis"
@@ -67,6 +74,8 @@ class OpSpec:
     quantised_weights: bool = False
     #: most inputs the node may have (more: e.g. a bias)
     max_inputs: int = 1
+    #: fewest inputs the node must have
+    min_inputs: int = 1
 
 
 OPS: dict[str, OpSpec] = {op.op_type: op for op in (
@@ -74,15 +83,17 @@ OPS: dict[str, OpSpec] = {op.op_type: op for op in (
            {"signed": any_value, "narrow": any_value,
             "rounding_mode": equal("ROUND", "rounding mode")},
            "use ROUND (half to even), Brevitas' default", max_inputs=4),
-    OpSpec("Conv", "2-D convolution against quantised constant weights, no bias",
-           {"kernel_shape": any_value, "strides": any_value, "pads": any_value,
-            "dilations": each_equal(1, "dilations"), "group": equal(1, "group")},
-           "use an ungrouped, undilated convolution", channels_last=True,
-           quantised_weights=True, max_inputs=2),
+    OpSpec("Conv", "2-D convolution (1-D as 2-D of width 1) against quantised constant "
+           "weights, optionally plus a quantised constant bias",
+           {"kernel_shape": two_dims, "strides": any_value, "pads": any_value,
+            "dilations": each_equal(1, "dilations"), "group": equal(1, "group"),
+            "auto_pad": equal("NOTSET", "auto_pad")},
+           "use an ungrouped, undilated convolution with explicit pads", channels_last=True,
+           quantised_weights=True, max_inputs=3),
     OpSpec("MatMul", "product with a quantised constant matrix, no bias",
            quantised_weights=True, max_inputs=2),
     OpSpec("MaxPool", "2-D max pooling without padding (an OR of single bits)",
-           {"kernel_shape": any_value, "strides": any_value, "pads": each_equal(0, "pads"),
+           {"kernel_shape": two_dims, "strides": any_value, "pads": each_equal(0, "pads"),
             "ceil_mode": equal(0, "ceil_mode"), "dilations": each_equal(1, "dilations"),
             "auto_pad": equal("NOTSET", "auto_pad"), "storage_order": equal(0, "storage_order")},
            "use unpadded, undilated pooling with floor mode", channels_last=True),
@@ -93,6 +104,13 @@ OPS: dict[str, OpSpec] = {op.op_type: op for op in (
            {"allowzero": equal(0, "allowzero")}, "use allowzero=0", max_inputs=2),
     OpSpec("Transpose", "permute the axes after the batch axis",
            {"perm": _batch_first}, "keep the batch axis first"),
+    OpSpec("Add", "sum of two quantised tensors or of a tensor and a constant (a bias), on the "
+           "finer of their grids; exact while every result fits float32's 24 bits, as QONNX "
+           "computes it in float32", max_inputs=2, min_inputs=2),
+    OpSpec("Sub", "difference, like Add", max_inputs=2, min_inputs=2),
+    OpSpec("Mul", "product with a constant (e.g. input preprocessing); exact while every "
+           "result fits 24 bits", max_inputs=2, min_inputs=2),
+    OpSpec("Div", "quotient by a constant power of two", max_inputs=2, min_inputs=2),
 )}
 
 #: Why common unsupported ops are refused, and what to do instead.
@@ -109,15 +127,11 @@ _OP_FIXES = {
     "brevitas.export.export_qonnx (QONNX Quant nodes) instead of export_onnx_qcdq",
     "BipolarQuant": "quantise binary (0/1) inputs with an unsigned 2-bit quantiser of scale 1, "
     "as trigkit.learn.models does, so that they export as a plain Quant",
-    **{op: "use bias=False and power-of-two per-tensor quantisers, so that no float "
-       "arithmetic (a bias or a rescaling) is left in the graph"
-       for op in ("Add", "Sub", "Mul", "Div")},
 }
 _OP_PROBLEMS = {
     "BipolarQuant": "BipolarQuant maps x >= 0 to +scale and x < 0 to -scale, and Brevitas "
     "exports every 1-bit quantiser, also an unsigned {0, 1} one, as BipolarQuant: a 0/1 hit "
     "image would become all +1",
-    **{op: f"float arithmetic ({op}) left in the graph" for op in ("Add", "Sub", "Mul", "Div")},
 }
 
 
@@ -151,6 +165,9 @@ def node_problems(node) -> list[str]:
     if spec.channels_last and node.domain != CHANNELS_LAST:
         problems.append(f"{node_label(node)}: the graph is not channels-last (NHWC); fix: run "
                         "qonnx's ConvertToChannelsLastAndClean(make_input_channels_last=True)")
+    if len([i for i in node.input if i]) < spec.min_inputs:
+        problems.append(f"{node_label(node)}: has {len(node.input)} inputs, needs "
+                        f"{spec.min_inputs}; fix: export it from Brevitas / PyTorch")
     if len([i for i in node.input if i]) > spec.max_inputs:
         fix = "use bias=False" if spec.quantised_weights else "export it from Brevitas"
         problems.append(f"{node_label(node)}: has {len(node.input)} inputs (a bias?), at most "

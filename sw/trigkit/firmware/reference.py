@@ -40,6 +40,8 @@ _EXACT_I32 = 2**31
 _INT8_MAX = 127
 #: Ops that only move elements (no arithmetic).
 _LAYOUT_OPS = ("Transpose", "Reshape", "Flatten")
+#: Element-wise arithmetic with a second operand (a constant, or for Add / Sub a tensor).
+ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
 
 
 @dataclass
@@ -115,14 +117,13 @@ class IntegerGraph:
     """A cleaned QONNX graph lowered to integer operations."""
 
     def __init__(self, model_wrapper):
-        import onnx
         from qonnx.core.modelwrapper import ModelWrapper
 
         mw = model_wrapper if isinstance(model_wrapper, ModelWrapper) else ModelWrapper(
             model_wrapper)
         graph = mw.graph
         if len(graph.input) != 1 or len(graph.output) != 1:
-            raise TrigkitError("the reference supports graphs with one input and one output")
+            raise TrigkitError(graph_io_problem(len(graph.input), len(graph.output)))
         self.input_name = graph.input[0].name
         self.output_name = graph.output[0].name
         self.input_shape = tuple(mw.get_tensor_shape(self.input_name))
@@ -131,60 +132,87 @@ class IntegerGraph:
         self.ops: list[_Op] = []
         check_nodes(graph.node)  # every op and attribute is declared in trigkit.firmware.ops
         for node in graph.node:
-            where = f"node {node.name or node.op_type} ({node.op_type})"
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            inits = [mw.get_initializer(i) for i in node.input]
-            if node.op_type == "Quant":
-                if any(v is None for v in inits[1:4]):
-                    raise TrigkitError(
-                        f"{where}: scale, zero point and bit width must be constants")
-                scale, zero, bits = (np.asarray(v) for v in inits[1:4])
-                if scale.size != 1:
-                    raise TrigkitError(f"{where}: per-channel scales are not supported; use one "
-                                       "power-of-two scale per tensor")
-                if np.any(zero != 0):
-                    raise TrigkitError(f"{where}: non-zero zero point; use symmetric quantisers")
-                if bits.size != 1 or float(bits) != int(bits):
-                    raise TrigkitError(f"{where}: bit width must be one integer")
-                attrs.update(exp=_exponent(float(scale), where), bits=int(bits))
-                if inits[0] is not None:  # a quantised constant (weights)
-                    self.constants[node.output[0]] = self._quantise_constant(inits[0], attrs,
-                                                                             where)
-                    continue
-                self.ops.append(_Op("Quant", where, [node.input[0]], node.output[0], attrs))
-                continue
-            if node.op_type in ("Conv", "MatMul") and node.input[1] not in self.constants:
-                raise TrigkitError(
-                    f"{where}: its weights are not fed through a Quant node (float weights "
-                    "left in the graph); quantise them with a power-of-two ternary or "
-                    "fixed-point quantiser"
-                )
-            if node.op_type == "Reshape":
-                shape = inits[1]
-                if shape is None:
-                    raise TrigkitError(f"{where}: the target shape must be a constant")
-                attrs["shape"] = [int(v) for v in shape]
-            self.ops.append(_Op(node.op_type, where, [node.input[0]] + (
-                [node.input[1]] if node.op_type in ("Conv", "MatMul") else []),
-                node.output[0], attrs))
+            self._lower(mw, node)
         self.plan = _fold_relu_into_quant(self.ops, self.output_name)
-        self.input_exp = self._input_exponent()
+        self._find_firmware_input(mw)
 
-    def _input_exponent(self) -> int:
-        """Exponent of the input quantiser's grid: the firmware's input codes are the graph
-        input values times ``2**-input_exp`` (0 for hit images and feature codes)."""
-        name = self.input_name
-        for op in self.ops:
+    def _lower(self, mw, node) -> None:
+        """Append the integer op of one QONNX node (quantised constants become constants)."""
+        import onnx
+
+        where = f"node {node.name or node.op_type} ({node.op_type})"
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        inits = [mw.get_initializer(i) if i else None for i in node.input]
+        if node.op_type == "Quant":
+            if any(v is None for v in inits[1:4]):
+                raise TrigkitError(f"{where}: scale, zero point and bit width must be constants")
+            scale, zero, bits = (np.asarray(v) for v in inits[1:4])
+            if scale.size != 1:
+                raise TrigkitError(f"{where}: per-channel scales are not supported; use one "
+                                   "power-of-two scale per tensor")
+            if np.any(zero != 0):
+                raise TrigkitError(f"{where}: non-zero zero point; use symmetric quantisers")
+            if bits.size != 1 or float(bits.ravel()[0]) != int(bits.ravel()[0]):
+                raise TrigkitError(f"{where}: bit width must be one integer")
+            attrs.update(exp=_exponent(float(scale.ravel()[0]), where),
+                         bits=int(bits.ravel()[0]))
+            if inits[0] is not None:  # a quantised constant (weights, a bias)
+                self.constants[node.output[0]] = self._quantise_constant(inits[0], attrs, where)
+                return
+            self.ops.append(_Op("Quant", where, [node.input[0]], node.output[0], attrs))
+            return
+        inputs = [node.input[0]]
+        if node.op_type in ("Conv", "MatMul"):
+            for extra in node.input[1:]:
+                if extra and extra not in self.constants:
+                    what = "weights" if extra == node.input[1] else "bias"
+                    fix = ("a power-of-two fixed-point weight quantiser" if what == "weights"
+                           else "a power-of-two bias quantiser (bias_quant=Int16Bias)")
+                    raise TrigkitError(f"{where}: its {what} {extra!r} are not fed through a "
+                                       f"Quant node (float {what} left in the graph); fix: "
+                                       f"quantise them with {fix}")
+            inputs += [i for i in node.input[1:] if i]
+        elif node.op_type in ELEMENTWISE_OPS:
+            if inits[1] is not None:
+                self.constants[node.input[1]] = exact_constant(inits[1], where)
+            inputs.append(node.input[1])
+        elif node.op_type == "Reshape":
+            if inits[1] is None:
+                raise TrigkitError(f"{where}: the target shape must be a constant")
+            attrs["shape"] = [int(v) for v in inits[1]]
+        self.ops.append(_Op(node.op_type, where, inputs, node.output[0], attrs))
+
+    def _find_firmware_input(self, mw) -> None:
+        """Where the firmware starts: the graph input, or, when float arithmetic (input
+        preprocessing: Mul / Add / Sub / Div by constants) comes before the input quantiser,
+        that quantiser's output (the preprocessing and the input quantisation then run before
+        the firmware, see :meth:`run`)."""
+        name, arithmetic = self.input_name, False
+        for n, op in enumerate(self.ops):
             if op.inputs[0] != name:
                 continue
             if op.kind == "Quant":
-                return int(op.attrs["exp"])
-            if op.kind not in _LAYOUT_OPS:
+                self.input_exp = int(op.attrs["exp"])
+                self.input_quant = op
+                self.firmware_input = op.output if arithmetic else self.input_name
+                self.firmware_start = n + 1 if arithmetic else 0
+                self.firmware_input_shape = tuple(mw.get_tensor_shape(self.firmware_input))
+                return
+            if op.kind in ELEMENTWISE_OPS and all(i in self.constants for i in op.inputs[1:]):
+                arithmetic = True
+            elif op.kind not in _LAYOUT_OPS:
                 break
             name = op.output
         raise TrigkitError(f"the graph input {self.input_name!r} does not reach a Quant node "
-                           "through layout ops only; fix: start the model with an input "
-                           "quantiser (QuantIdentity) so that the input has a fixed-point grid")
+                           "through layout ops and constant arithmetic only; fix: start the "
+                           "model with an input quantiser (QuantIdentity) so that the input has "
+                           "a fixed-point grid")
+
+    @property
+    def preprocessing(self) -> bool:
+        """True when float arithmetic precedes the input quantiser: the firmware's input is then
+        the input quantiser's output (its codes), computed in software by :meth:`run`."""
+        return self.firmware_input != self.input_name
 
     @staticmethod
     def _quantise_constant(w: np.ndarray, attrs: dict, where: str) -> IntTensor:
@@ -195,13 +223,50 @@ class IntegerGraph:
 
     # -- execution --------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> IntTensor:
-        """Evaluate on a batch in the graph's input layout (float values on the input grid)."""
+        """Evaluate on a batch in the graph's input layout (float values on the input grid, or
+        any floats when the graph quantises them after preprocessing)."""
         x = np.asarray(x)
         if x.shape[1:] != self.input_shape[1:]:
             raise TrigkitError(f"input has shape {list(x.shape[1:])} per event; the graph "
                                f"expects {list(self.input_shape[1:])}")
-        env: dict[str, IntTensor | np.ndarray] = {self.input_name: x}
-        for op in self.plan:
+        return self._run_from({self.input_name: x}, 0)
+
+    def input_codes(self, x: np.ndarray) -> np.ndarray:
+        """The firmware's input codes of graph inputs ``x``: the preprocessing and the input
+        quantiser's integers (graphs with preprocessing), else ``x * 2**-input_exp``."""
+        if not self.preprocessing:
+            return np.asarray(x) * 2.0**-self.input_exp if self.input_exp else np.asarray(x)
+        env: dict[str, IntTensor | np.ndarray] = {self.input_name: np.asarray(x)}
+        for op in self.plan[:self._plan_start()]:
+            args = [env[i] if i in env else self.constants[i] for i in op.inputs]
+            env[op.output] = _KERNELS[op.kind](op, *args)
+        return env[self.firmware_input].ints
+
+    def run_codes(self, codes: np.ndarray) -> IntTensor:
+        """Evaluate from the firmware's input codes (value = code * 2**input_exp)."""
+        codes = np.asarray(codes)
+        if not self.preprocessing:
+            x = codes if self.input_exp == 0 else codes.astype(np.float64) * 2.0**self.input_exp
+            return self.run(x)
+        if codes.shape[1:] != self.firmware_input_shape[1:]:
+            raise TrigkitError(f"input codes have shape {list(codes.shape[1:])} per event; the "
+                               f"firmware takes {list(self.firmware_input_shape[1:])}")
+        q = self.input_quant.attrs
+        lo, hi = quant_range(q["bits"], bool(q.get("signed", 1)), bool(q.get("narrow", 0)))
+        if codes.size and (codes.min() < lo or codes.max() > hi):
+            raise TrigkitError(f"input codes in [{codes.min()}, {codes.max()}] lie outside the "
+                               f"input quantiser's range [{lo}, {hi}]")
+        start = IntTensor(codes.astype(storage_dtype(max(-lo, hi))), self.input_exp,
+                          max(-lo, hi))
+        return self._run_from({self.firmware_input: start}, self._plan_start())
+
+    def _plan_start(self) -> int:
+        if not self.preprocessing:
+            return 0
+        return next(n for n, op in enumerate(self.plan) if op.output == self.firmware_input) + 1
+
+    def _run_from(self, env: dict, start: int) -> IntTensor:
+        for op in self.plan[start:]:
             args = [env[i] if i in env else self.constants[i] for i in op.inputs]
             env[op.output] = _KERNELS[op.kind](op, *args)
         out = env[self.output_name]
@@ -279,7 +344,12 @@ class IntegerGraph:
         return IntTensor(y, t.exp, t.bound)
 
     @staticmethod
-    def _op_conv(op: _Op, t: IntTensor, w: IntTensor) -> IntTensor:
+    def _op_conv(op: _Op, t: IntTensor, w: IntTensor, b: IntTensor | None = None) -> IntTensor:
+        acc = IntegerGraph._conv_acc(op, t, w)
+        return acc if b is None else _op_add(op, acc, b)  # a bias: added on the finer grid
+
+    @staticmethod
+    def _conv_acc(op: _Op, t: IntTensor, w: IntTensor) -> IntTensor:
         """Convolution as integer adds of shifted input planes, one per non-zero weight
         (ternary weights add or subtract; other integers multiply), accumulated in the
         narrowest integer type that holds the proven bound: exact, and without the im2col
@@ -330,11 +400,97 @@ class IntegerGraph:
                          bound)
 
 
+def graph_io_problem(n_inputs: int, n_outputs: int) -> str:
+    """Why a graph with other than one input and one output is refused, and the fix."""
+    why = (f"the graph has {n_inputs} inputs and {n_outputs} outputs; the exact paths take one "
+           "input and one output")
+    if n_outputs > 1:
+        why += ("; fix: a Brevitas model that returns a QuantTensor exports its scale, zero "
+                "point and bit width as extra outputs: return a plain tensor (set "
+                "return_quant_tensor=False on the last layer, or return .value)")
+    return why
+
+
+def exact_constant(value: np.ndarray, where: str) -> IntTensor:
+    """A float constant as integers times one power of two, exactly (every float is a ratio
+    with a power-of-two denominator); the coarsest such grid."""
+    v = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise TrigkitError(f"{where}: its constant has non-finite values")
+    ratios = [float(x).as_integer_ratio() for x in v.ravel()]
+    exp = -max((q.bit_length() - 1 for _, q in ratios), default=0)
+    ints = [p << (-exp - (q.bit_length() - 1)) for p, q in ratios]
+    while ints and any(ints) and all(n % 2 == 0 for n in ints):
+        ints = [n // 2 for n in ints]
+        exp += 1
+    bound = max((abs(n) for n in ints), default=0)
+    if bound >= 1 << 62:
+        raise TrigkitError(f"{where}: its constant spans {bound.bit_length()} binary orders; "
+                           "no fixed-point grid holds it")
+    return IntTensor(np.array(ints, dtype=np.int64).reshape(v.shape), exp, bound)
+
+
+def _float32_exact(op: _Op, bound: int) -> None:
+    """qonnx evaluates Add / Sub / Mul in float32: exact while every result fits 24 bits."""
+    if bound >= _EXACT_F32:
+        raise TrigkitError(
+            f"{op.name}: its results need up to {int(bound).bit_length()} significant bits; "
+            "QONNX computes this op in float32 (24 bits) and may round, so no fixed-point "
+            "circuit can match it; fix: quantise the constant (e.g. a bias with "
+            "bias_quant=Int16Bias) or the operands onto coarser power-of-two grids")
+
+
+def _float_arith(op: _Op, a: np.ndarray, b: IntTensor) -> np.ndarray:
+    """Preprocessing before the input quantiser: onnxruntime's float32 arithmetic (one
+    correctly rounded IEEE operation per element, so numpy float32 gives the same bits)."""
+    c = (b.ints.astype(np.float64) * 2.0**b.exp).astype(np.float32)
+    x = np.asarray(a).astype(np.float32, copy=False)
+    return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+            "Div": np.divide}[op.kind](x, c)
+
+
+def _op_add(op: _Op, a, b: IntTensor) -> IntTensor | np.ndarray:
+    """Add / Sub of two tensors or a tensor and a constant, on their common (finer) grid."""
+    if not isinstance(a, IntTensor):
+        return _float_arith(op, a, b)
+    e = min(a.exp, b.exp)
+    x = a.ints.astype(np.int64) << (a.exp - e)
+    y = b.ints.astype(np.int64) << (b.exp - e)
+    bound = (a.bound << (a.exp - e)) + (b.bound << (b.exp - e))
+    _float32_exact(op, bound)
+    ints = x - y if op.kind == "Sub" else x + y
+    return IntTensor(ints.astype(storage_dtype(bound)), e, bound)
+
+
+def _op_mul(op: _Op, a, b: IntTensor) -> IntTensor | np.ndarray:
+    """Mul by a constant (Div: by the constant's inverse, which must be exact)."""
+    if not isinstance(a, IntTensor):
+        return _float_arith(op, a, b)
+    if op.kind == "Div":
+        b = inverse_constant(b, op.name)
+    bound = a.bound * int(np.abs(b.ints).max(initial=0))
+    _float32_exact(op, bound)
+    ints = a.ints.astype(np.int64) * b.ints
+    return IntTensor(ints.astype(storage_dtype(max(bound, 1))), a.exp + b.exp, bound)
+
+
+def inverse_constant(b: IntTensor, where: str) -> IntTensor:
+    """1 / b exactly: every element must be plus or minus a power of two."""
+    if np.any(b.ints == 0) or np.any(np.abs(b.ints) & (np.abs(b.ints) - 1)):
+        vals = sorted({float(v) for v in (b.ints * 2.0**b.exp).ravel()})[:4]
+        raise TrigkitError(f"{where}: division by {vals}: only powers of two divide exactly "
+                           "on a fixed-point grid; fix: divide by a power of two (or fold the "
+                           "division into the next quantiser's scale)")
+    inv = np.sign(b.ints) * 2.0 ** -(np.log2(np.abs(b.ints)) + b.exp)
+    return exact_constant(inv, where)
+
+
 _KERNELS = {
     "Quant": IntegerGraph._op_quant, "Transpose": IntegerGraph._op_transpose,
     "Relu": IntegerGraph._op_relu, "Flatten": IntegerGraph._op_flatten,
     "Reshape": IntegerGraph._op_reshape, "MaxPool": IntegerGraph._op_maxpool,
     "Conv": IntegerGraph._op_conv, "MatMul": IntegerGraph._op_matmul,
+    "Add": _op_add, "Sub": _op_add, "Mul": _op_mul, "Div": _op_mul,
 }
 check_handlers("the integer reference", _KERNELS)
 

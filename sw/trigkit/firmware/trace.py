@@ -47,7 +47,7 @@ from trigkit.core.errors import TrigkitError
 from .fixedpoint import quant_range
 from .layout import check_input_range, load_vectors
 from .ops import check_handlers
-from .reference import IntegerGraph, ReferenceModel
+from .reference import IntegerGraph, ReferenceModel, inverse_constant
 
 #: Largest number of inputs of one da4ml CMVM problem. da4ml's solver time grows faster than the
 #: square of the matrix (measured on random ternary matrices, 64 outputs, 2 vCPUs: 196 inputs
@@ -252,7 +252,48 @@ def _trace_conv(op, t, exp: int, graph: IntegerGraph):
     w = _weights(op, graph)
     if t.ndim != 3:
         raise _fail(op, f"convolution needs an (H, W, C) tensor, got {t.shape}")
-    return _conv(op, t, w.ints), exp + w.exp
+    out = (_conv(op, t, w.ints), exp + w.exp)
+    if len(op.inputs) > 2:  # a quantised bias, added on the finer grid
+        out = _add(op, out, _constant(op, graph, op.inputs[2]))
+    return out
+
+
+def _constant(op, graph: IntegerGraph, name: str):
+    c = graph.constants.get(name)
+    if c is None:
+        raise _fail(op, f"operand {name} is not a constant")
+    return c
+
+
+def _add(op, a: tuple, b, subtract: bool = False):
+    """a + b (a - b) on the finer grid; ``a`` is (variables, exp), ``b`` the same or an
+    IntTensor constant (broadcast like numpy / ONNX)."""
+    (x, ex) = a
+    if isinstance(b, tuple):
+        y, ey = b
+        e = min(ex, ey)
+        xs, ys = _vars_of(x) * 2.0 ** (ex - e), _vars_of(y) * 2.0 ** (ey - e)
+    else:
+        e = min(ex, b.exp)
+        xs = _vars_of(x) * 2.0 ** (ex - e)
+        ys = (b.ints.astype(np.float64) * 2.0 ** (b.exp - e)).reshape(
+            b.ints.shape[-x.ndim:] if b.ints.ndim > x.ndim else b.ints.shape)
+    out = np.subtract(xs, ys) if subtract else np.add(xs, ys)
+    return _wrap(x, np.asarray(out, dtype=object)), e
+
+
+def _trace_add(op, t, exp: int, graph: IntegerGraph, env: dict):
+    other = op.inputs[1]
+    b = env[other] if other in env else _constant(op, graph, other)
+    return _add(op, (t, exp), b, subtract=op.kind == "Sub")
+
+
+def _trace_mul(op, t, exp: int, graph: IntegerGraph, env: dict):
+    c = _constant(op, graph, op.inputs[1])
+    if op.kind == "Div":
+        c = inverse_constant(c, op.name)
+    ints = c.ints.reshape(c.ints.shape[-t.ndim:] if c.ints.ndim > t.ndim else c.ints.shape)
+    return _wrap(t, np.asarray(_vars_of(t) * ints.astype(np.float64), dtype=object)), exp + c.exp
 
 
 def _trace_matmul(op, t, exp: int, graph: IntegerGraph):
@@ -286,7 +327,9 @@ def _trace_transpose(op, t, exp: int, graph: IntegerGraph):
 _TRACERS = {"Quant": _trace_quant, "Relu": _trace_relu, "MaxPool": _trace_maxpool,
             "Conv": _trace_conv, "MatMul": _trace_matmul, "Flatten": _trace_flatten,
             "Reshape": _trace_reshape, "Transpose": _trace_transpose}
-check_handlers("the RTL tracer", _TRACERS)
+#: Ops with a second operand that may be another tensor: (op, tensor, exp, graph, env).
+_BINARY_TRACERS = {"Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul}
+check_handlers("the RTL tracer", {**_TRACERS, **_BINARY_TRACERS})
 
 
 def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None,
@@ -307,7 +350,7 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
 
     if input_bits < 1 + int(input_signed):
         raise TrigkitError(f"input_bits must be >= {1 + int(input_signed)}, got {input_bits}")
-    shape = tuple(int(d) for d in graph.input_shape[1:])
+    shape = tuple(int(d) for d in graph.firmware_input_shape[1:])
     if not shape or any(d < 1 for d in shape):
         raise TrigkitError(f"graph input shape {list(graph.input_shape)} has no fixed size")
     inp = FixedVariableArrayInput(shape, solver_options=solver_options)
@@ -320,17 +363,16 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
                                f"{math.prod(shape)} unsigned inputs")
         x = x.quantize(k=0, i=bits.reshape(shape), f=0)
     # the input port carries the input quantiser's integer codes: value = code * 2**input_exp
-    env: dict[str, tuple[Any, int]] = {graph.input_name: (x, graph.input_exp)}
-    for op in graph.ops:
+    env: dict[str, tuple[Any, int]] = {graph.firmware_input: (x, graph.input_exp)}
+    for op in graph.ops[graph.firmware_start:]:
         missing = [i for i in op.inputs[:1] if i not in env]
         if missing:
             raise _fail(op, f"input {missing[0]} is not computed by an earlier node")
-        tracer = _TRACERS.get(op.kind)
-        if tracer is None:
-            raise _fail(op, f"op {op.kind} is not supported by the RTL tracer; supported: "
-                        + ", ".join(_TRACERS))
         t, exp = env[op.inputs[0]]
-        env[op.output] = tracer(op, t, exp, graph)
+        if op.kind in _BINARY_TRACERS:
+            env[op.output] = _BINARY_TRACERS[op.kind](op, t, exp, graph, env)
+        else:
+            env[op.output] = _TRACERS[op.kind](op, t, exp, graph)
     if graph.output_name not in env:
         raise TrigkitError(f"graph output {graph.output_name} is not computed by any node")
     out, out_exp = env[graph.output_name]
