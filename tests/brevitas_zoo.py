@@ -97,3 +97,88 @@ class Residual(nn.Module):
     def forward(self, x):
         x = self.inp(x)
         return self.add(x, self.act(self.fc(x)))
+
+
+class Preprocess(nn.Module):
+    """``2 x - 1`` before the input quantiser, as Brevitas' bnn_pynq examples do."""
+
+    def forward(self, x):
+        return 2.0 * x - 1.0
+
+
+class TensorNormTail(nn.Module):
+    """A float affine after the last layer (like bnn_pynq's TensorNorm): runs after the
+    firmware, in software."""
+
+    def forward(self, x):
+        x = x.value if hasattr(x, "value") else x
+        return (x - 0.25) / 1.00005 * 1.5 + 0.125
+
+
+class Divide(nn.Module):
+    def __init__(self, by: float):
+        super().__init__()
+        self.by = by
+
+    def forward(self, x):
+        return (x.value if hasattr(x, "value") else x) / self.by
+
+
+def supported_models() -> dict:
+    """name -> (builder, torch input shape of one event): every supported op and attribute."""
+    from brevitas.quant.scaled_int import Int16Bias
+
+    return {
+        "mlp_input_scale": (lambda: nn.Sequential(input_quant(), linear(12, 8), relu(),
+                                                  linear(8, 3)), (12,)),
+        "mlp_int16_bias": (lambda: nn.Sequential(
+            input_quant(), linear(12, 8, bias=True, bias_quant=Int16Bias), relu(),
+            linear(8, 3, bias=True, bias_quant=Int16Bias), act()), (12,)),
+        "conv_pad_stride_bias": (lambda: nn.Sequential(
+            input_quant(), conv2d(2, 3, 3, stride=(2, 1), padding=1, bias=True,
+                                  bias_quant=Int16Bias), relu(), nn.Flatten(),
+            linear(3 * 4 * 7, 2)), (2, 7, 7)),
+        "conv_maxpool": (lambda: nn.Sequential(
+            input_quant(), conv2d(2, 4, (1, 3)), relu(), nn.MaxPool2d((1, 3), stride=(1, 2)),
+            conv2d(4, 2, (3, 1)), relu(), nn.Flatten()), (2, 5, 11)),
+        "global_maxpool": (lambda: nn.Sequential(
+            input_quant(), conv2d(2, 3, 3), relu(), nn.AdaptiveMaxPool2d(1), nn.Flatten()),
+            (2, 6, 7)),
+        "conv1d_maxpool1d": (lambda: nn.Sequential(
+            input_quant(), conv1d(2, 3, 3, stride=2), relu(), nn.MaxPool1d(2), nn.Flatten(),
+            linear(18, 2)), (2, 27)),
+        "residual_add": (lambda: Residual(8), (8,)),
+        "hardtanh": (lambda: nn.Sequential(
+            input_quant(), linear(12, 8),
+            qnn.QuantHardTanh(act_quant=Int8ActPerTensorFixedPoint, bit_width=3, max_val=1.0,
+                              min_val=-1.0, return_quant_tensor=True), linear(8, 3)), (12,)),
+        "reshape_before_quant": (lambda: nn.Sequential(
+            nn.Flatten(), input_quant(), linear(12, 3)), (3, 4)),
+        "preprocessing": (lambda: nn.Sequential(Preprocess(), input_quant(), linear(12, 3)),
+                          (12,)),
+        "float_tail": (lambda: nn.Sequential(input_quant(), linear(12, 4), TensorNormTail()),
+                       (12,)),
+        "po2_division": (lambda: nn.Sequential(input_quant(), linear(12, 4), Divide(4.0),
+                                               act(), linear(4, 2)), (12,)),
+    }
+
+
+def refused_models() -> dict:
+    """name -> (builder, input shape, regex the refusal must match)."""
+    return {
+        "maxpool_dilation": (lambda: nn.Sequential(
+            input_quant(), conv2d(2, 3, 3), relu(), nn.MaxPool2d(2, dilation=2), nn.Flatten()),
+            (2, 8, 8), r"MaxPool.*dilations \[2, 2\]"),
+        "float_linear_bias": (lambda: nn.Sequential(input_quant(), linear(12, 8, bias=True),
+                                                    relu(), linear(8, 3)), (12,),
+                              r"Add.*24 bits.*fix: quantise the constant.*Int16Bias"),
+        "float_conv_bias": (lambda: nn.Sequential(input_quant(), conv2d(2, 3, 3, bias=True),
+                                                  relu(), nn.Flatten()), (2, 6, 7),
+                            r"Conv.*bias.*not fed through a Quant node.*Int16Bias"),
+        "average_pool": (lambda: nn.Sequential(input_quant(), conv2d(2, 3, 3), relu(),
+                                               nn.AvgPool2d(2), act(), nn.Flatten()),
+                         (2, 6, 8), r"AveragePool"),
+        "non_po2_division": (lambda: nn.Sequential(input_quant(), linear(12, 4), Divide(3.0),
+                                                   act(), linear(4, 2)), (12,),
+                             r"Div.*division by \[3.0\].*power of two"),
+    }

@@ -27,6 +27,7 @@ from trigkit.core.io import write_text_atomic
 from trigkit.core.paths import USER_CACHE
 
 from .hls_precision import hls_config_from_qonnx, quiet_hls4ml
+from .reference import firmware_model
 
 #: Version of the conversion code (not visible in the config); part of the cache key.
 CACHE_VERSION = 1
@@ -183,6 +184,10 @@ def build_hls_project(onnx_path: Path, out_dir: Path, io_type: str = "io_paralle
                       cache_dir: Path | None = None) -> HLSProject:
     """Convert a cleaned QONNX file with hls4ml (Vitis backend) and compile its C simulation.
 
+    hls4ml gets the firmware part of the graph (:func:`~.reference.firmware_model`): a graph
+    with input preprocessing takes the input quantiser's values (``codes * 2**input_exp``),
+    one with a float tail gives the integers before it.
+
     Reuses ``out_dir`` when it already holds the compiled library of the same cache key, else a
     copy from ``cache_dir/<key>`` when given; a fresh build is copied into ``cache_dir`` too.
     """
@@ -193,7 +198,7 @@ def build_hls_project(onnx_path: Path, out_dir: Path, io_type: str = "io_paralle
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
         raise TrigkitError(f"ONNX file {onnx_path} does not exist")
-    mw = ModelWrapper(str(onnx_path))
+    mw = firmware_model(ModelWrapper(str(onnx_path)))  # without preprocessing / float tail
     cfg = hls_config_from_qonnx(mw)  # refuses incompatible graphs before any cache lookup
     key = graph_hash(onnx_path, io_type, part, clock_ns, cfg)
 

@@ -401,6 +401,12 @@ def _analyse(mw) -> _Analysis:
     out_name = graph.output[0].name
     if out_name not in an.grids:
         raise TrigkitError(f"the graph output {out_name!r} is not on a fixed-point grid")
+    last = mw.find_producer(out_name)
+    if last is not None and last.op_type in ("Add", "Sub") and (
+            last.input[1] in an.quant_consts or last.input[1] in inits):
+        raise _fail(last, "a constant added on the graph's last layer: hls4ml 1.3 leaves that "
+                    "constant unconnected and cannot convert the graph", "end the model with "
+                    "an activation quantiser (QuantIdentity) after the last biased layer")
     return an
 
 

@@ -11,6 +11,7 @@ Public API for physicists: ``trigkit.load("build/l0_pointing_tnn").predict(hits)
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import json
@@ -133,8 +134,9 @@ class IntegerGraph:
         check_nodes(graph.node)  # every op and attribute is declared in trigkit.firmware.ops
         for node in graph.node:
             self._lower(mw, node)
-        self.plan = _fold_relu_into_quant(self.ops, self.output_name)
         self._find_firmware_input(mw)
+        self._find_firmware_output(mw)
+        self.plan = _fold_relu_into_quant(self.ops[:self.firmware_end], self.firmware_output)
 
     def _lower(self, mw, node) -> None:
         """Append the integer op of one QONNX node (quantised constants become constants)."""
@@ -208,6 +210,42 @@ class IntegerGraph:
                            "model with an input quantiser (QuantIdentity) so that the input has "
                            "a fixed-point grid")
 
+    def _find_firmware_output(self, mw) -> None:
+        """Where the firmware ends: the graph output, or, when the graph ends in float
+        arithmetic with constants after its last integer tensor (e.g. Brevitas' TensorNorm),
+        that tensor: the float tail then runs after the firmware (:meth:`apply_tail`)."""
+        end, name = len(self.ops), self.output_name
+        while end > 0:
+            op = self.ops[end - 1]
+            if op.output != name or op.kind not in ELEMENTWISE_OPS or not all(
+                    i in self.constants for i in op.inputs[1:]):
+                break
+            end, name = end - 1, op.inputs[0]
+        if end < self.firmware_start:
+            raise TrigkitError("the graph has no integer part between its input quantiser and "
+                               "its output")
+        self.firmware_end = end
+        self.firmware_output = name
+        self.firmware_output_shape = tuple(mw.get_tensor_shape(name))
+        self.tail = self.ops[end:]
+
+    def apply_tail(self, out: IntTensor) -> np.ndarray:
+        """The graph's float tail on the firmware's output, in float32 exactly as onnxruntime
+        computes it (the firmware output itself when there is no tail)."""
+        if not self.tail:
+            return out.ints.astype(np.float64) * 2.0**out.exp
+        _float32_exact(self.tail[0], out.bound)  # the integers themselves are exact floats
+        env: dict[str, Any] = {self.firmware_output: (out.ints.astype(np.float64)
+                                                      * 2.0**out.exp).astype(np.float32)}
+        for op in self.tail:
+            env[op.output] = _float_arith(op, env[op.inputs[0]], self.constants[op.inputs[1]])
+        return env[self.output_name].astype(np.float64)
+
+    @property
+    def firmware_ops(self) -> list[_Op]:
+        """The integer ops the firmware computes (without preprocessing and float tail)."""
+        return self.ops[self.firmware_start:self.firmware_end]
+
     @property
     def preprocessing(self) -> bool:
         """True when float arithmetic precedes the input quantiser: the firmware's input is then
@@ -223,8 +261,9 @@ class IntegerGraph:
 
     # -- execution --------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> IntTensor:
-        """Evaluate on a batch in the graph's input layout (float values on the input grid, or
-        any floats when the graph quantises them after preprocessing)."""
+        """The firmware's output (before any float tail) on a batch in the graph's input
+        layout (float values on the input grid, or any floats when the graph quantises them
+        after preprocessing)."""
         x = np.asarray(x)
         if x.shape[1:] != self.input_shape[1:]:
             raise TrigkitError(f"input has shape {list(x.shape[1:])} per event; the graph "
@@ -232,15 +271,15 @@ class IntegerGraph:
         return self._run_from({self.input_name: x}, 0)
 
     def input_codes(self, x: np.ndarray) -> np.ndarray:
-        """The firmware's input codes of graph inputs ``x``: the preprocessing and the input
-        quantiser's integers (graphs with preprocessing), else ``x * 2**-input_exp``."""
-        if not self.preprocessing:
+        """The input quantiser's integer codes of graph inputs ``x`` (after any preprocessing
+        or reshaping before it; the codes the firmware takes when there is preprocessing)."""
+        if self.input_quant is self.ops[0]:
             return np.asarray(x) * 2.0**-self.input_exp if self.input_exp else np.asarray(x)
         env: dict[str, IntTensor | np.ndarray] = {self.input_name: np.asarray(x)}
-        for op in self.plan[:self._plan_start()]:
+        for op in self.plan[:self._quant_step() + 1]:
             args = [env[i] if i in env else self.constants[i] for i in op.inputs]
             env[op.output] = _KERNELS[op.kind](op, *args)
-        return env[self.firmware_input].ints
+        return env[self.input_quant.output].ints
 
     def run_codes(self, codes: np.ndarray) -> IntTensor:
         """Evaluate from the firmware's input codes (value = code * 2**input_exp)."""
@@ -261,15 +300,17 @@ class IntegerGraph:
         return self._run_from({self.firmware_input: start}, self._plan_start())
 
     def _plan_start(self) -> int:
-        if not self.preprocessing:
-            return 0
-        return next(n for n, op in enumerate(self.plan) if op.output == self.firmware_input) + 1
+        return self._quant_step() + 1 if self.preprocessing else 0
+
+    def _quant_step(self) -> int:
+        """Index of the input quantiser in the plan."""
+        return next(n for n, op in enumerate(self.plan) if op.output == self.input_quant.output)
 
     def _run_from(self, env: dict, start: int) -> IntTensor:
         for op in self.plan[start:]:
             args = [env[i] if i in env else self.constants[i] for i in op.inputs]
             env[op.output] = _KERNELS[op.kind](op, *args)
-        out = env[self.output_name]
+        out = env[self.firmware_output]
         if not isinstance(out, IntTensor):
             raise TrigkitError("the graph output is not quantised (no Quant node on the input?)")
         return out
@@ -317,17 +358,20 @@ class IntegerGraph:
         return IntTensor(np.maximum(t.ints, 0), t.exp, t.bound)
 
     @staticmethod
-    def _op_flatten(op: _Op, t: IntTensor) -> IntTensor:
+    def _op_flatten(op: _Op, t: IntTensor | np.ndarray) -> IntTensor | np.ndarray:
+        x = t.ints if isinstance(t, IntTensor) else t  # a float input before its quantiser
         axis = op.attrs.get("axis", 1)
-        shape = t.ints.shape
-        return IntTensor(t.ints.reshape(int(np.prod(shape[:axis])), -1), t.exp, t.bound)
+        y = x.reshape(int(np.prod(x.shape[:axis])), -1)
+        return IntTensor(y, t.exp, t.bound) if isinstance(t, IntTensor) else y
 
     @staticmethod
-    def _op_reshape(op: _Op, t: IntTensor) -> IntTensor:
+    def _op_reshape(op: _Op, t: IntTensor | np.ndarray) -> IntTensor | np.ndarray:
+        x = t.ints if isinstance(t, IntTensor) else t  # a float input before its quantiser
         shape = list(op.attrs["shape"])
         if shape and shape[0] in (1, -1, 0):
-            shape[0] = t.ints.shape[0]  # the batch dimension follows the input
-        return IntTensor(t.ints.reshape(shape), t.exp, t.bound)
+            shape[0] = x.shape[0]  # the batch dimension follows the input
+        y = x.reshape(shape)
+        return IntTensor(y, t.exp, t.bound) if isinstance(t, IntTensor) else y
 
     @staticmethod
     def _op_maxpool(op: _Op, t: IntTensor) -> IntTensor:
@@ -398,6 +442,40 @@ class IntegerGraph:
         dtype = exact_dtype(bound)
         return IntTensor(x.astype(dtype, copy=False) @ w.ints.astype(dtype), t.exp + w.exp,
                          bound)
+
+
+def firmware_model(model_wrapper):
+    """A copy of the graph cut to what the firmware computes: from the input quantiser's input
+    (where preprocessing or reshaping precedes it) to the last integer tensor (where a float
+    tail follows); the graph itself when it has neither. Used by the hls4ml path, whose C
+    simulation then takes :meth:`ReferenceModel.hls_input` and gives the firmware's
+    integers."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    graph = IntegerGraph(model_wrapper)
+    if graph.input_quant is graph.ops[0] and not graph.tail:
+        return model_wrapper
+    mw = ModelWrapper(copy.deepcopy(model_wrapper.model))
+    start, end = graph.input_quant.inputs[0], graph.firmware_output
+    keep_from = graph.ops.index(graph.input_quant)
+    keep = {op.output for op in graph.ops[keep_from:graph.firmware_end]}
+    for node in list(mw.graph.node):
+        if node.output[0] not in keep and not (node.op_type == "Quant"
+                                               and mw.get_initializer(node.input[0]) is not None):
+            mw.graph.node.remove(node)
+    for port, name in ((mw.graph.input[0], start), (mw.graph.output[0], end)):
+        port.CopyFrom(_value_info(name, mw.get_tensor_shape(name)))
+        for vi in [vi for vi in mw.graph.value_info if vi.name == name]:
+            mw.graph.value_info.remove(vi)
+    return cleanup_model(mw)
+
+
+def _value_info(name: str, shape: list[int]):
+    """A float tensor value info (ONNX) of ``name`` and ``shape``."""
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
 def graph_io_problem(n_inputs: int, n_outputs: int) -> str:
@@ -577,13 +655,54 @@ class ReferenceModel:
                       ) -> tuple[np.ndarray, int]:
         """:meth:`predict_int` on firmware input codes (values ``codes * 2**input_exp``)."""
         codes = np.asarray(codes)
+        if self.graph.preprocessing:
+            outs = [self.graph.run_codes(self.firmware_layout(codes[s:s + 4096]))
+                    for s in range(0, len(codes), 4096)]
+            exp = outs[0].exp if outs else 0
+            return np.concatenate([o.ints.reshape(len(o.ints), -1).astype(np.int64)
+                                   for o in outs]), exp
         if self.input_exp == 0:
             return self.predict_int(codes, batch)
         return self.predict_int(codes.astype(np.float64) * 2.0**self.input_exp, batch)
 
-    def graph_input_bits(self, input_bits: int) -> int:
-        """Bits of one graph input code: the front end's feature codes, else ``input_bits``."""
-        return input_bits if self.front_end is None else self.front_end.feature_bits
+    def hls_input(self, images: np.ndarray) -> np.ndarray:
+        """What the hls4ml C simulation (of :func:`firmware_model`) takes for ``images``: the
+        graph input, or the input quantiser's values where anything precedes it."""
+        x = self.to_graph_layout(images)
+        if self.graph.input_quant is self.graph.ops[0]:
+            return x
+        return self.graph.input_codes(x).astype(np.float64) * 2.0**self.input_exp
+
+    def firmware_layout(self, codes: np.ndarray) -> np.ndarray:
+        """Input codes as stored (vectors.npz's ``x``) -> the firmware's input layout."""
+        codes = np.asarray(codes)
+        if self.graph.preprocessing:
+            return codes.reshape((len(codes), *self.graph.firmware_input_shape[1:]))
+        return self.to_graph_layout(codes)
+
+    def graph_input_bits(self, input_bits: int | None) -> int:
+        """Bits of one firmware input code: the front end's feature codes, the input
+        quantiser's codes after preprocessing, else ``input_bits`` (None: the quantiser's)."""
+        return self.firmware_input_format(input_bits, None)[0]
+
+    def firmware_input_format(self, input_bits: int | None, input_signed: bool | None
+                              ) -> tuple[int, bool]:
+        """(bits, signed) of one firmware input code; None takes the input quantiser's."""
+        q = self.graph.input_quant.attrs
+        if self.front_end is not None:
+            return self.front_end.feature_bits, False
+        if self.graph.preprocessing:
+            return int(q["bits"]), bool(q.get("signed", 1))
+        return (int(q["bits"]) if input_bits is None else int(input_bits),
+                bool(q.get("signed", 1)) if input_signed is None else bool(input_signed))
+
+    @property
+    def firmware_input_shape(self) -> tuple[int, ...]:
+        """Shape of one event as the firmware takes it (images before a front end, the input
+        quantiser's codes after preprocessing)."""
+        if self.graph.preprocessing:
+            return tuple(self.graph.firmware_input_shape[1:])
+        return self.input_shape
 
     def graph_input_value_bits(self) -> list[int] | None:
         """Bits each graph input element's values need when a front end guarantees narrower
@@ -612,16 +731,23 @@ class ReferenceModel:
             outs.append(r.ints.reshape(len(r.ints), -1).astype(np.int64))
             exp = r.exp
         if not outs:
-            return np.zeros((0, int(np.prod(self.graph.output_shape[1:]))), np.int64), 0
+            return np.zeros((0, int(np.prod(self.graph.firmware_output_shape[1:]))),
+                            np.int64), 0
         return np.concatenate(outs), exp
 
     def predict(self, images: np.ndarray | str | Path, batch: int | None = None) -> np.ndarray:
-        """Network outputs as float64 (logits for classifiers, values for regressors)."""
+        """Network outputs as float64 (logits for classifiers, values for regressors): the
+        graph's output, a float tail after the firmware included."""
         if isinstance(images, str | Path):
             return np.concatenate(list(self._predict_file(Path(images), batch)) or [
                 np.zeros((0, int(np.prod(self.graph.output_shape[1:]))))])
         y_int, exp = self.predict_int(images, batch)
-        return y_int.astype(np.float64) * 2.0**exp
+        if not self.graph.tail:
+            return y_int.astype(np.float64) * 2.0**exp
+        bound = int(np.abs(y_int).max(initial=0))
+        y = self.graph.apply_tail(IntTensor(y_int.reshape(
+            (len(y_int), *self.graph.firmware_output_shape[1:])), exp, bound))
+        return y.reshape(len(y_int), -1)
 
     def predict_proba(self, images: np.ndarray | str | Path) -> np.ndarray:
         """Softmax class probabilities (classifiers)."""

@@ -135,7 +135,7 @@ def _rtl_json(name: str, vname: str, ref: ReferenceModel, comb, io: tuple, model
     n_stages = len(model._pipe.solutions)
     fe = ref.front_end
     element_bits = lin["bits"] if fe is None else 1
-    shape = [int(d) for d in (ref.graph.input_shape[1:] if fe is None else fe.input_shape)]
+    shape = [int(d) for d in ref.firmware_input_shape]
     n_in = n_in if fe is None else fe.rows * fe.width
     in_bits, out_bits = n_in * element_bits, n_out * lout["bits"]
     latency_ns = latency * clock_ns
@@ -181,13 +181,14 @@ def _rtl_json(name: str, vname: str, ref: ReferenceModel, comb, io: tuple, model
     }
 
 
-def trace_reference(ref: ReferenceModel, input_bits: int, input_signed: bool = False,
-                    solver_options: dict | None = None):
+def trace_reference(ref: ReferenceModel, input_bits: int | None,
+                    input_signed: bool | None = False, solver_options: dict | None = None):
     """Trace a reference model's graph with its real input format: a front end's feature
-    codes and value ranges when it has one, else ``input_bits``. Returns ``(comb, out_exp)``."""
-    return trace_graph(ref.graph, input_bits=ref.graph_input_bits(input_bits),
-                       solver_options=solver_options, input_signed=input_signed,
-                       value_bits=ref.graph_input_value_bits())
+    codes and value ranges when it has one, else ``input_bits`` (None: the input quantiser's,
+    see :meth:`ReferenceModel.firmware_input_format`). Returns ``(comb, out_exp)``."""
+    bits, signed = ref.firmware_input_format(input_bits, input_signed)
+    return trace_graph(ref.graph, input_bits=bits, solver_options=solver_options,
+                       input_signed=signed, value_bits=ref.graph_input_value_bits())
 
 
 def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
@@ -198,7 +199,7 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
     t0 = time.perf_counter()
     ref = ReferenceModel(onnx_path)
     comb, out_exp = trace_reference(ref, input_bits, input_signed, solver_options)
-    input_bits = ref.graph_input_bits(input_bits)
+    input_bits, input_signed = ref.firmware_input_format(input_bits, input_signed)
     timings["trace"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if vectors_path is not None:
@@ -207,8 +208,8 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
                                                       input_signed)
     else:  # never write Verilog that was not checked: edge-case and random input codes
         where = f"{CHECK_CODES} generated edge-case and random input codes"
-        shape = ref.front_end.input_shape if ref.front_end is not None else ref.input_shape
-        codes = edge_case_codes(tuple(shape), 1 if ref.front_end is not None else input_bits,
+        codes = edge_case_codes(tuple(ref.firmware_input_shape),
+                                1 if ref.front_end is not None else input_bits,
                                 seed=CHECK_SEED, signed=input_signed, n_random=CHECK_CODES)
         mismatches, n_vectors = count_code_mismatches(comb, ref, codes, input_bits,
                                                       input_signed)
@@ -239,8 +240,8 @@ def latency_cycles(pipe) -> int:
 
 def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = None,
               clock_ns: float = 3.125, latency_cutoff_ns: float = 100.0, *,
-              vectors_path: str | Path | None = None, input_bits: int = 1,
-              input_signed: bool = False, stage_delay: float | None = None,
+              vectors_path: str | Path | None = None, input_bits: int | None = None,
+              input_signed: bool | None = None, stage_delay: float | None = None,
               solver_options: dict | None = None) -> dict:
     """Trace ``onnx_path`` and write pipelined Verilog + ``rtl.json`` to ``out_dir``.
 
@@ -251,7 +252,8 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
     logic is checked against the reference before anything is written, and a mismatch is an
     error: on ``vectors_path`` (default: ``vectors.npz`` beside the ONNX file, if present; its
     ``x`` are input codes, value = code * 2**input_exp), else on :data:`CHECK_CODES` random
-    and the edge-case input codes.
+    and the edge-case input codes. ``input_bits`` / ``input_signed`` give the input port's code
+    format (None: the input quantiser's; hit images use 1 bit).
     ``solver_options`` go to da4ml's CMVM solver (see :func:`trace_graph`). Returns the
     rtl.json content.
     """
@@ -270,7 +272,7 @@ def write_rtl(name: str, onnx_path: str | Path, out_dir: str | Path | None = Non
         name, onnx_path, vectors_path, input_bits, input_signed, solver_options, timings)
     lin, lout = _io_layout(comb)
     n_in, n_out = comb.shape
-    input_bits = ref.graph_input_bits(input_bits)
+    input_bits, input_signed = ref.firmware_input_format(input_bits, input_signed)
     if lin["f"] != 0 or lin["k"] != int(input_signed) or lin["bits"] != input_bits:
         raise TrigkitError(f"{name}: unexpected input format {lin} (expected {input_bits}-bit "
                            f"{'signed' if input_signed else 'unsigned'} integers)")

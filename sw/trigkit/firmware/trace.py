@@ -364,7 +364,7 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
         x = x.quantize(k=0, i=bits.reshape(shape), f=0)
     # the input port carries the input quantiser's integer codes: value = code * 2**input_exp
     env: dict[str, tuple[Any, int]] = {graph.firmware_input: (x, graph.input_exp)}
-    for op in graph.ops[graph.firmware_start:]:
+    for op in graph.firmware_ops:
         missing = [i for i in op.inputs[:1] if i not in env]
         if missing:
             raise _fail(op, f"input {missing[0]} is not computed by an earlier node")
@@ -373,9 +373,9 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
             env[op.output] = _BINARY_TRACERS[op.kind](op, t, exp, graph, env)
         else:
             env[op.output] = _TRACERS[op.kind](op, t, exp, graph)
-    if graph.output_name not in env:
-        raise TrigkitError(f"graph output {graph.output_name} is not computed by any node")
-    out, out_exp = env[graph.output_name]
+    if graph.firmware_output not in env:
+        raise TrigkitError(f"graph output {graph.firmware_output} is not computed by any node")
+    out, out_exp = env[graph.firmware_output]
     comb = comb_trace(inp, out.ravel(), keep_dead_inputs=True)
     return comb, out_exp
 
@@ -397,7 +397,7 @@ def count_code_mismatches(comb, ref: ReferenceModel, codes: np.ndarray, input_bi
 
 def _mismatches(comb, ref: ReferenceModel, codes: np.ndarray, y_int: np.ndarray,
                 input_bits: int, input_signed: bool, what: str) -> tuple[int, int]:
-    x = ref.to_graph_layout(codes).reshape(len(codes), -1)
+    x = ref.firmware_layout(codes).reshape(len(codes), -1)
     check_input_range(x.astype(np.int64), input_bits, input_signed, f"the RTL input ({what})")
     y = comb.predict(x.astype(np.float64))
     y_int = np.asarray(y_int).reshape(len(y), -1)

@@ -53,7 +53,7 @@ def export_stage(card: ModelCard, vectors: int = 10000, hls: bool = True,
         data = load_vectors(result["vectors"])
         ref = ReferenceModel(result["onnx"])
         t0 = time.perf_counter()
-        y_hls = project.predict(ref.to_graph_layout(data["x"]))
+        y_hls = project.predict(ref.hls_input(data["x"]))
         timings["hls_csim"] = time.perf_counter() - t0
         bit_exact["hls_csim_vs_ref"] = count_mismatches(y_hls, data["y"])
     else:
