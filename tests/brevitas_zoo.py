@@ -124,6 +124,23 @@ class Divide(nn.Module):
         return (x.value if hasattr(x, "value") else x) / self.by
 
 
+class BatchNormed(nn.Module):
+    """A quantised layer, a batch norm with trained-looking statistics, an activation
+    quantiser: the batch norm becomes Mul + Add in float32, proven exact per code."""
+
+    def __init__(self, layer: nn.Module, bn: nn.Module, head: nn.Module):
+        super().__init__()
+        self.net = nn.Sequential(input_quant(), layer, bn, act(bits=3, max_val=2.0), head)
+        g = torch.Generator().manual_seed(3)
+        bn.running_mean.uniform_(-2, 2, generator=g)
+        bn.running_var.uniform_(0.5, 4, generator=g)
+        bn.weight.data.uniform_(0.5, 2, generator=g)
+        bn.bias.data.uniform_(-1, 1, generator=g)
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def supported_models() -> dict:
     """name -> (builder, torch input shape of one event): every supported op and attribute."""
     from brevitas.quant.scaled_int import Int16Bias
@@ -160,6 +177,11 @@ def supported_models() -> dict:
                        (12,)),
         "po2_division": (lambda: nn.Sequential(input_quant(), linear(12, 4), Divide(4.0),
                                                act(), linear(4, 2)), (12,)),
+        "batchnorm_mlp": (lambda: BatchNormed(linear(12, 8), nn.BatchNorm1d(8),
+                                              linear(8, 3)), (12,)),
+        "batchnorm_conv": (lambda: BatchNormed(conv2d(2, 4, 3), nn.BatchNorm2d(4),
+                                               nn.Sequential(nn.Flatten(), linear(80, 3))),
+                           (2, 6, 7)),
     }
 
 
@@ -182,3 +204,28 @@ def refused_models() -> dict:
                                                    act(), linear(4, 2)), (12,),
                              r"Div.*division by \[3.0\].*power of two"),
     }
+
+
+def bnn_pynq_fc(config: str, seed: int = 0) -> nn.Module:
+    """Brevitas' own bnn_pynq FC example (``tfc_2w2a``, ``sfc_1w1a``, ...): input
+    preprocessing 2 x - 1, stock quantisers, batch norms, TensorNorm output; untrained weights
+    and batch-norm statistics drawn like trained ones (the pretrained files need a download)."""
+    import configparser
+    import os
+
+    import brevitas_examples
+    from brevitas_examples.bnn_pynq.models.FC import fc
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(brevitas_examples.__file__), "bnn_pynq", "cfg",
+                          f"{config}.ini"))
+    torch.manual_seed(seed)
+    net = fc(cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-20, 20, generator=g)
+            m.running_var.uniform_(50, 400, generator=g)
+            m.weight.data.uniform_(0.5, 2, generator=g)
+            m.bias.data.uniform_(-1, 1, generator=g)
+    return net.eval()

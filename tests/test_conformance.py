@@ -26,9 +26,9 @@ SUPPORTED = supported_models()
 REFUSED = refused_models()
 #: Through hls4ml's C simulation (about 10 s of compilation each).
 HLS_SUBSET = ("mlp_int16_bias", "conv_pad_stride_bias", "conv1d_maxpool1d", "residual_add",
-              "preprocessing", "float_tail")
+              "preprocessing", "float_tail", "batchnorm_conv")
 #: Through Verilog, Verilator and the cocotb testbenches.
-RTL_SUBSET = ("mlp_int16_bias", "preprocessing")
+RTL_SUBSET = ("mlp_int16_bias", "preprocessing", "batchnorm_mlp")
 
 
 def _export(name: str, tmp_path):
@@ -153,3 +153,45 @@ def test_bias_on_the_last_layer_is_refused_for_hls4ml_only(tmp_path):
     ref = ReferenceModel(tmp_path / "m.onnx")
     x = grid_codes((6,), 64, 4, True) * 2.0**ref.input_exp
     assert count_mismatches(qonnx_execute(tmp_path / "m.onnx", x), ref.predict(x)) == 0
+
+
+@pytest.fixture(scope="module")
+def tfc(tmp_path_factory):
+    """Brevitas' TFC 2-bit example (784-64-64-64-10), exported as its users would."""
+    from brevitas_zoo import bnn_pynq_fc
+
+    root = tmp_path_factory.mktemp("tfc")
+    net = bnn_pynq_fc("tfc_2w2a")
+    brevitas_to_qonnx(net, torch.zeros(1, 1, 28, 28), root / "tfc.onnx")
+    x = np.random.default_rng(2).uniform(0, 1, size=(N_INPUTS, 1, 28, 28)).astype(np.float32)
+    return {"net": net, "onnx": root / "tfc.onnx", "ref": ReferenceModel(root / "tfc.onnx"),
+            "x": x, "root": root}
+
+
+def test_tfc_2w2a_predicts_exactly(tfc):
+    ref, x = tfc["ref"], tfc["x"]
+    assert ref.graph.preprocessing and ref.graph.tail  # 2 x - 1 before, TensorNorm after
+    y = ref.predict(x)
+    assert np.unique(y.round(6), axis=0).shape[0] > N_INPUTS // 2
+    assert count_mismatches(qonnx_execute(tfc["onnx"], ref.to_graph_layout(x)), y) == 0
+    assert count_mismatches(_brevitas(tfc["net"], x), y) == 0
+
+
+def test_tfc_2w2a_hls4ml_csim_is_exact(tfc):
+    ref, x = tfc["ref"], tfc["x"]
+    project = build_hls_project(tfc["onnx"], tfc["root"] / "prj")
+    y_int, exp = ref.predict_int(x)
+    assert count_mismatches(project.predict(ref.hls_input(x)), y_int * 2.0**exp) == 0
+
+
+def test_tfc_2w2a_verilog_is_exact_under_cocotb(tfc):
+    ref, x = tfc["ref"], tfc["x"]
+    info = write_rtl("tfc_2w2a", tfc["onnx"], tfc["root"] / "hw")
+    assert info["trace_vs_ref"] == 0
+    codes = ref.graph.input_codes(ref.to_graph_layout(x)).astype(np.int64)
+    y_int, exp = ref.predict_codes(codes)
+    vectors = tfc["root"] / "vectors.npz"
+    np.savez(vectors, x=codes, y_int=y_int, y_exp=np.int64(exp), y=y_int * 2.0**exp)
+    res = run_cocotb("tfc_2w2a", tfc["root"] / "hw", vectors, tfc["root"] / "sim",
+                     gap_vectors=64, reset_vectors=32)
+    assert res["passed"] and res["rtl_vs_ref"] == 0 and res["vectors"] == N_INPUTS

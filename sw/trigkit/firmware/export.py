@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from qonnx.transformation.base import Transformation
+from qonnx.transformation.batchnorm_to_affine import BatchNormToAffine
 from tqdm import tqdm
 
 from trigkit.core import registry
@@ -33,13 +34,14 @@ from .reference import IntegerGraph, ReferenceModel
 
 
 def clean_qonnx(model_wrapper):
-    """qonnx cleanup, 1-D conv nets made 2-D (NCL -> NCL1), channels-last for conv nets (NHWC
-    input), Gemm -> MatMul, cleanup (the recipe of TOOLCHAIN.md)."""
+    """qonnx cleanup with batch norms as Mul + Add (BatchNormToAffine), 1-D conv nets made 2-D
+    (NCL -> NCL1), channels-last for conv nets (NHWC input), Gemm -> MatMul, cleanup (the recipe
+    of TOOLCHAIN.md)."""
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
-    mw = cleanup_model(model_wrapper)
+    mw = cleanup_model(cleanup_model(model_wrapper).transform(BatchNormToAffine()))
     if len(mw.get_tensor_shape(mw.graph.input[0].name)) == 3:
         mw = cleanup_model(mw.transform(OneDimToTwoDim()))
     if len(mw.get_tensor_shape(mw.graph.input[0].name)) > 2:

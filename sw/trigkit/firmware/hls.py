@@ -198,7 +198,7 @@ def build_hls_project(onnx_path: Path, out_dir: Path, io_type: str = "io_paralle
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
         raise TrigkitError(f"ONNX file {onnx_path} does not exist")
-    mw = firmware_model(ModelWrapper(str(onnx_path)))  # without preprocessing / float tail
+    mw = drop_batch_axis_of_constants(firmware_model(ModelWrapper(str(onnx_path))))
     cfg = hls_config_from_qonnx(mw)  # refuses incompatible graphs before any cache lookup
     key = graph_hash(onnx_path, io_type, part, clock_ns, cfg)
 
@@ -234,6 +234,20 @@ def build_hls_project(onnx_path: Path, out_dir: Path, io_type: str = "io_paralle
         shutil.copytree(out_dir, cached)
     return HLSProject(out_dir, stamp, from_cache=False, build_seconds=seconds,
                       hls_model=hls_model)
+
+
+def drop_batch_axis_of_constants(mw):
+    """Per-channel operands of Add / Sub / Mul / Div without their leading batch axis
+    ((1, 1, 1, C) -> (1, 1, C)): the same broadcast in ONNX, and the shape hls4ml's
+    ApplyAlpha can broadcast onto a layer without batch axis (it fails on the 4-D one)."""
+    for node in mw.graph.node:
+        if node.op_type not in ("Add", "Sub", "Mul", "Div"):
+            continue
+        value = mw.get_initializer(node.input[1])
+        data_rank = len(mw.get_tensor_shape(node.input[0]) or [])
+        if value is not None and value.ndim == data_rank and value.ndim > 1 and value.shape[0] == 1:
+            mw.set_initializer(node.input[1], value.reshape(value.shape[1:]))
+    return mw
 
 
 def _replace_dir(path: Path) -> None:

@@ -44,6 +44,7 @@ from trigkit.core.errors import TrigkitError
 
 from .fixedpoint import po2_exponent
 from .ops import check_handlers, check_nodes
+from .reference import IntegerGraph, graph_io_problem, prove_affine_chain
 
 _QUANT_OPS = ("Quant",)
 
@@ -230,6 +231,9 @@ def _accumulate(node, in_grid: Grid, w_ints: np.ndarray, w_frac: int, out_axis: 
 
 @dataclass
 class _Analysis:
+    #: node output -> lowered op of an affine chain feeding a Quant (see IntegerGraph)
+    chains: dict = field(default_factory=dict)
+    constants: dict = field(default_factory=dict)
     grids: dict[str, Grid] = field(default_factory=dict)       # tensor -> grid of its values
     precisions: dict[str, str] = field(default_factory=dict)   # tensor -> hls4ml precision
     accum: dict[str, str] = field(default_factory=dict)        # node output -> accumulator
@@ -274,7 +278,7 @@ def _grid_weighted(mw, node, an: _Analysis, g: Grid) -> None:
         if node.input[2] not in an.quant_consts:
             raise _fail(node, f"bias {node.input[2]!r} is float (not fed through a Quant node)",
                         "quantise it with a power-of-two bias quantiser (Int16Bias)")
-        acc = _sum_grid(node, acc, an.grids[node.input[2]])
+        acc = _check_float32(node, _sum_grid(acc, an.grids[node.input[2]]))
     an.grids[out] = acc
     an.precisions[out] = an.accum[out] = acc.precision()
     an.weights[out] = wp.precision()
@@ -314,6 +318,22 @@ def _operand_grid(mw, node, an: _Analysis, name: str) -> tuple[Grid, np.ndarray 
     return g, np.asarray(value, dtype=np.float64)
 
 
+def _check_exact(node, an: _Analysis, g_in: Grid, g: Grid) -> Grid:
+    """Outside an affine chain, every result must fit float32; a chain's first node proves
+    the chain's quantised codes equal QONNX's over the input grid's range."""
+    op = an.chains.get(node.output[0])
+    if op is None:
+        return _check_float32(node, g)
+    if "chain_quant" in op.attrs:
+        chain = [(m.kind, an.constants[m.inputs[1]]) for m in op.attrs["chain"]]
+        why = prove_affine_chain(chain, an.constants, op.attrs["chain_quant"].attrs, -g_in.frac,
+                                 max(g_in.hi, -g_in.lo))
+        if why is not None:
+            raise _fail(node, why, "quantise the affine constants (a batch norm's scale and "
+                        "shift) onto power-of-two grids")
+    return g
+
+
 def _check_float32(node, g: Grid) -> Grid:
     n = max(g.hi, -g.lo)
     if n >= 1 << 24:
@@ -324,19 +344,19 @@ def _check_float32(node, g: Grid) -> Grid:
     return g
 
 
-def _sum_grid(node, a: Grid, b: Grid, subtract: bool = False) -> Grid:
+def _sum_grid(a: Grid, b: Grid, subtract: bool = False) -> Grid:
     f = max(a.frac, b.frac)
     sa, sb = 1 << (f - a.frac), 1 << (f - b.frac)
     if subtract:
         lo, hi = a.lo * sa - b.hi * sb, a.hi * sa - b.lo * sb
     else:
         lo, hi = a.lo * sa + b.lo * sb, a.hi * sa + b.hi * sb
-    return _check_float32(node, Grid(f, min(lo, 0), max(hi, 0)))
+    return Grid(f, min(lo, 0), max(hi, 0))
 
 
 def _grid_add(mw, node, an: _Analysis, g: Grid) -> None:
     b, _ = _operand_grid(mw, node, an, node.input[1])
-    out = _sum_grid(node, g, b, subtract=node.op_type == "Sub")
+    out = _check_exact(node, an, g, _sum_grid(g, b, subtract=node.op_type == "Sub"))
     an.grids[node.output[0]] = out
     an.precisions[node.output[0]] = an.accum[node.output[0]] = out.precision()
 
@@ -353,7 +373,7 @@ def _grid_mul(mw, node, an: _Analysis, g: Grid) -> None:
         b = _exact_grid(value, max_frac=1100)
     ints = np.round(value * 2.0**b.frac).astype(np.int64).ravel()
     ends = [g.lo * int(v) for v in ints] + [g.hi * int(v) for v in ints]
-    out = _check_float32(node, Grid(g.frac + b.frac, min(min(ends), 0), max(max(ends), 0)))
+    out = _check_exact(node, an, g, Grid(g.frac + b.frac, min(min(ends), 0), max(max(ends), 0)))
     an.grids[node.output[0]] = out
     an.precisions[node.output[0]] = an.accum[node.output[0]] = out.precision()
 
@@ -372,14 +392,16 @@ def _analyse(mw) -> _Analysis:
     inits = {i.name for i in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in inits]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise TrigkitError(f"the graph has {len(inputs)} inputs and {len(graph.output)} outputs; "
-                           "trigkit.hls handles one input and one output")
+        raise TrigkitError(graph_io_problem(len(inputs), len(graph.output)))
     users = [n.name for n in graph.node if inputs[0] in n.input]
     if len(users) != 1:
         raise TrigkitError(f"the graph input {inputs[0]!r} feeds {len(users)} nodes "
                            f"({', '.join(users)}); fix: feed it to one input Quant node")
     check_nodes(graph.node)  # every op and attribute is declared in trigkit.firmware.ops
     an = _Analysis()
+    lowered = IntegerGraph(mw)  # marks the affine chains (proven, not float32-limited)
+    an.chains = {op.output: op for op in lowered.ops if "chain" in op.attrs}
+    an.constants = lowered.constants
     for node in graph.node:
         if node.op_type in _QUANT_OPS:
             _grid_quant(mw, node, an, inputs[0])

@@ -41,6 +41,9 @@ _EXACT_I32 = 2**31
 _INT8_MAX = 127
 #: Ops that only move elements (no arithmetic).
 _LAYOUT_OPS = ("Transpose", "Reshape", "Flatten")
+#: Widest input range an affine chain is proven on by enumeration, and the widest integers.
+_MAX_PROOF_BOUND = 1 << 20
+_MAX_EXACT_INT = 1 << 62
 #: Element-wise arithmetic with a second operand (a constant, or for Add / Sub a tensor).
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
 
@@ -136,6 +139,7 @@ class IntegerGraph:
             self._lower(mw, node)
         self._find_firmware_input(mw)
         self._find_firmware_output(mw)
+        self._mark_affine_chains()
         self.plan = _fold_relu_into_quant(self.ops[:self.firmware_end], self.firmware_output)
 
     def _lower(self, mw, node) -> None:
@@ -228,6 +232,39 @@ class IntegerGraph:
         self.firmware_output = name
         self.firmware_output_shape = tuple(mw.get_tensor_shape(name))
         self.tail = self.ops[end:]
+
+    def _mark_affine_chains(self) -> None:
+        """Constant arithmetic feeding only a Quant (e.g. a batch norm as Mul + Add) may
+        round in QONNX's float32 and still give exact quantised codes: such a chain is
+        computed exactly and proven, for every input its proven range allows, to give the
+        same codes as QONNX (:func:`prove_affine_chain`); elsewhere every result must fit
+        float32's 24 bits."""
+        consumers: dict[str, list[_Op]] = {}
+        producers = {op.output: op for op in self.firmware_ops}
+        for op in self.firmware_ops:
+            for name in op.inputs:
+                consumers.setdefault(name, []).append(op)
+        for op in self.firmware_ops:
+            before = producers.get(op.inputs[0])
+            if not _is_const_arith(op, self.constants) or (
+                    before is not None and _is_const_arith(before, self.constants)
+                    and len(consumers[before.output]) == 1):
+                continue  # not arithmetic, or inside a chain that starts earlier
+            chain, cur = [op], op
+            while True:
+                users = consumers.get(cur.output, [])
+                if len(users) != 1:
+                    break
+                if users[0].kind == "Quant":
+                    for member in chain:
+                        member.attrs["chain"] = chain
+                    op.attrs["chain_quant"] = users[0]
+                    op.attrs["constants"] = self.constants
+                    break
+                if not _is_const_arith(users[0], self.constants):
+                    break
+                chain.append(users[0])
+                cur = users[0]
 
     def apply_tail(self, out: IntTensor) -> np.ndarray:
         """The graph's float tail on the firmware's output, in float32 exactly as onnxruntime
@@ -508,6 +545,66 @@ def exact_constant(value: np.ndarray, where: str) -> IntTensor:
     return IntTensor(np.array(ints, dtype=np.int64).reshape(v.shape), exp, bound)
 
 
+def _is_const_arith(op: _Op, constants: dict) -> bool:
+    return op.kind in ELEMENTWISE_OPS and all(i in constants for i in op.inputs[1:])
+
+
+def prove_affine_chain(chain: list, constants: dict, quant_attrs: dict, exp: int,
+                       bound: int) -> str | None:
+    """Why exact arithmetic + the Quant differs from QONNX's float32 chain + the Quant for
+    some integer input ``x * 2**exp`` with ``|x| <= bound`` (None: they agree on every one).
+
+    ``chain`` are the kinds and constant operands ``[(kind, IntTensor), ...]``. Both sides are
+    evaluated on all 2 * bound + 1 inputs at once, per channel by broadcasting."""
+    if bound > _MAX_PROOF_BOUND:
+        return (f"its inputs span +-{bound}, too many to prove the chain exact (at most "
+                f"+-{_MAX_PROOF_BOUND})")
+    x, a = affine_chain_codes(chain, quant_attrs, exp, bound)
+    floats = (x.astype(np.float64) * 2.0**exp).astype(np.float32)
+    for kind, c in chain:
+        floats = _float_arith(_Op(kind, "proof", [], "", {}), floats, c)
+    b = IntegerGraph._op_quant(_Op("Quant", "proof", [], "", quant_attrs), floats).ints
+    a, b = np.broadcast_arrays(a, b.astype(np.int64))
+    bad = np.argwhere(a != b)
+    if bad.size == 0:
+        return None
+    where = tuple(int(i) for i in bad[0])
+    return (f"QONNX's float32 rounding changes the quantised code at input "
+            f"{int(x.ravel()[where[0]]) * 2.0**exp:g} (index {where[1:]}): {b[where]} instead "
+            f"of the exact {a[where]}")
+
+
+def affine_chain_codes(chain: list, quant_attrs: dict, exp: int, bound: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x`` (-bound .. bound, shaped to broadcast over the chain's constants) and the
+    quantised codes the exact chain + Quant gives for ``x * 2**exp``."""
+    x = np.arange(-bound, bound + 1, dtype=np.int64)
+    ndim = max([c.ints.ndim for _, c in chain] + [2])
+    x = x.reshape((-1,) + (1,) * (ndim - 1))
+    exact = IntTensor(x, exp, bound)
+    for kind, c in chain:
+        op = _Op(kind, "proof", [], "", {})
+        exact = _op_add(op, exact, c, exact=True) if kind in ("Add", "Sub") else _op_mul(
+            op, exact, c, exact=True)
+    q = _Op("Quant", "proof", [], "", quant_attrs)
+    return x, IntegerGraph._op_quant(q, exact).ints.astype(np.int64)
+
+
+def _check_chain(op: _Op, t: IntTensor, constants: dict) -> None:
+    """Prove once per input range that an affine chain's quantised codes are QONNX's."""
+    key = (t.exp, t.bound)
+    proven = op.attrs.setdefault("proven", set())
+    if key in proven:
+        return
+    quant = op.attrs["chain_quant"]
+    chain = [(m.kind, constants[m.inputs[1]]) for m in op.attrs["chain"]]
+    why = prove_affine_chain(chain, constants, quant.attrs, t.exp, t.bound)
+    if why is not None:
+        raise TrigkitError(f"{op.name}: {why}; fix: quantise the affine constants (a batch "
+                           "norm's scale and shift) onto power-of-two grids")
+    proven.add(key)
+
+
 def _float32_exact(op: _Op, bound: int) -> None:
     """qonnx evaluates Add / Sub / Mul in float32: exact while every result fits 24 bits."""
     if bound >= _EXACT_F32:
@@ -527,29 +624,42 @@ def _float_arith(op: _Op, a: np.ndarray, b: IntTensor) -> np.ndarray:
             "Div": np.divide}[op.kind](x, c)
 
 
-def _op_add(op: _Op, a, b: IntTensor) -> IntTensor | np.ndarray:
-    """Add / Sub of two tensors or a tensor and a constant, on their common (finer) grid."""
+def _op_add(op: _Op, a, b: IntTensor, exact: bool = False) -> IntTensor | np.ndarray:
+    """Add / Sub of two tensors or a tensor and a constant, on their common (finer) grid
+    (``exact``: inside a proven affine chain, float32 exactness not required)."""
     if not isinstance(a, IntTensor):
         return _float_arith(op, a, b)
     e = min(a.exp, b.exp)
     x = a.ints.astype(np.int64) << (a.exp - e)
     y = b.ints.astype(np.int64) << (b.exp - e)
     bound = (a.bound << (a.exp - e)) + (b.bound << (b.exp - e))
-    _float32_exact(op, bound)
+    _check_exact(op, a, bound, exact)
     ints = x - y if op.kind == "Sub" else x + y
     return IntTensor(ints.astype(storage_dtype(bound)), e, bound)
 
 
-def _op_mul(op: _Op, a, b: IntTensor) -> IntTensor | np.ndarray:
+def _op_mul(op: _Op, a, b: IntTensor, exact: bool = False) -> IntTensor | np.ndarray:
     """Mul by a constant (Div: by the constant's inverse, which must be exact)."""
     if not isinstance(a, IntTensor):
         return _float_arith(op, a, b)
     if op.kind == "Div":
         b = inverse_constant(b, op.name)
     bound = a.bound * int(np.abs(b.ints).max(initial=0))
-    _float32_exact(op, bound)
+    _check_exact(op, a, bound, exact)
     ints = a.ints.astype(np.int64) * b.ints
     return IntTensor(ints.astype(storage_dtype(max(bound, 1))), a.exp + b.exp, bound)
+
+
+def _check_exact(op: _Op, a: IntTensor, bound: int, exact: bool) -> None:
+    if bound >= _MAX_EXACT_INT:
+        raise TrigkitError(f"{op.name}: its results need {int(bound).bit_length()} bits, more "
+                           "than the reference's 62-bit integers")
+    if exact:
+        return
+    if "chain" not in op.attrs:
+        _float32_exact(op, bound)
+    elif "chain_quant" in op.attrs:  # the chain's first op: prove the whole chain once
+        _check_chain(op, a, op.attrs["constants"])
 
 
 def inverse_constant(b: IntTensor, where: str) -> IntTensor:

@@ -27,10 +27,13 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from trigkit.core.errors import TrigkitError
 from trigkit.core.paths import RTL_JSON, VECTORS_NAME, ModelFiles
 
 from .export import edge_case_codes
+from .fixedpoint import quant_range
 from .frontend import ROW_CLUSTERS_SOURCE, RowClustersFrontEnd
 from .layout import COMMON_SOURCES, CORE_MODULE, VERILATOR_CONTROL, load_vectors
 from .reference import ReferenceModel
@@ -211,6 +214,10 @@ def _trace_checked(name: str, onnx_path: Path, vectors_path: str | Path | None,
         codes = edge_case_codes(tuple(ref.firmware_input_shape),
                                 1 if ref.front_end is not None else input_bits,
                                 seed=CHECK_SEED, signed=input_signed, n_random=CHECK_CODES)
+        if ref.graph.preprocessing:  # codes of the input quantiser itself: its range
+            q = ref.graph.input_quant.attrs
+            codes = np.clip(codes, *quant_range(q["bits"], bool(q.get("signed", 1)),
+                                                bool(q.get("narrow", 0))))
         mismatches, n_vectors = count_code_mismatches(comb, ref, codes, input_bits,
                                                       input_signed)
     timings["trace_check"] = time.perf_counter() - t0

@@ -47,7 +47,7 @@ from trigkit.core.errors import TrigkitError
 from .fixedpoint import quant_range
 from .layout import check_input_range, load_vectors
 from .ops import check_handlers
-from .reference import IntegerGraph, ReferenceModel, inverse_constant
+from .reference import IntegerGraph, ReferenceModel, affine_chain_codes, inverse_constant
 
 #: Largest number of inputs of one da4ml CMVM problem. da4ml's solver time grows faster than the
 #: square of the matrix (measured on random ternary matrices, 64 outputs, 2 vCPUs: 196 inputs
@@ -288,6 +288,36 @@ def _trace_add(op, t, exp: int, graph: IntegerGraph, env: dict):
     return _add(op, (t, exp), b, subtract=op.kind == "Sub")
 
 
+def _affine_chain(op, t, exp: int, graph: IntegerGraph):
+    """An affine chain and its Quant (e.g. batch norm + activation quantiser) as the step
+    function it is on the integers: per element ``f(lo) + sum_t (f(t) - f(t - 1)) * [x >= t]``
+    over the element's proven range, with ``f`` the reference's exact codes (proven equal to
+    QONNX's). Each step is one comparator (the sign of ``x - t``); nothing is rounded, and no
+    wide product is needed."""
+    quant = op.attrs["chain_quant"]
+    chain = [(m.kind, graph.constants[m.inputs[1]]) for m in op.attrs["chain"]]
+    flat = _vars_of(t)
+    bound = int(max(max(abs(float(v.low)), abs(float(v.high))) for v in flat.ravel()))
+    x, codes = affine_chain_codes(chain, quant.attrs, exp, bound)
+    # the constants broadcast along the trailing axes (numpy / ONNX rules): align the element
+    # index with the codes' axes after the first (extra leading axes of the constants are 1)
+    extra = codes.ndim - 1 - flat.ndim
+    out = np.empty(flat.shape, dtype=object)
+    for idx in np.ndindex(flat.shape):
+        v = flat[idx]
+        aligned = (0,) * max(extra, 0) + idx[max(-extra, 0):]
+        col = codes[(slice(None),) + tuple(i if codes.shape[1 + k] > 1 else 0
+                                           for k, i in enumerate(aligned))]
+        lo, hi = int(v.low), int(v.high)
+        f = col[lo + bound:hi + bound + 1]
+        acc = type(v).from_const(float(f[0]), hwconf=v.hwconf)
+        for step in np.flatnonzero(np.diff(f)) + 1:
+            ge = 1.0 - (v - float(lo + step)).is_negative()
+            acc = acc + ge * float(f[step] - f[step - 1])
+        out[idx] = acc
+    return _wrap(t, out), int(quant.attrs["exp"])
+
+
 def _trace_mul(op, t, exp: int, graph: IntegerGraph, env: dict):
     c = _constant(op, graph, op.inputs[1])
     if op.kind == "Div":
@@ -364,12 +394,20 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
         x = x.quantize(k=0, i=bits.reshape(shape), f=0)
     # the input port carries the input quantiser's integer codes: value = code * 2**input_exp
     env: dict[str, tuple[Any, int]] = {graph.firmware_input: (x, graph.input_exp)}
+    done: set[str] = set()  # outputs of affine chains traced as one step
     for op in graph.firmware_ops:
+        if op.output in done:
+            continue
         missing = [i for i in op.inputs[:1] if i not in env]
         if missing:
             raise _fail(op, f"input {missing[0]} is not computed by an earlier node")
         t, exp = env[op.inputs[0]]
-        if op.kind in _BINARY_TRACERS:
+        if "chain_quant" in op.attrs:
+            quant = op.attrs["chain_quant"]
+            env[quant.output] = _affine_chain(op, t, exp, graph)
+            done.update(m.output for m in op.attrs["chain"])
+            done.add(quant.output)
+        elif op.kind in _BINARY_TRACERS:
             env[op.output] = _BINARY_TRACERS[op.kind](op, t, exp, graph, env)
         else:
             env[op.output] = _TRACERS[op.kind](op, t, exp, graph)
