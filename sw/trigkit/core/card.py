@@ -68,11 +68,11 @@ class HistSpec:
 
 @dataclass(frozen=True)
 class HuntSpec:
-    """A resonance search on the dijet toy (``source: dijet``): signal region (SR) and
-    sidebands (SB) of the mass, classifier or density ratio, cut, bump hunt on the mass.
+    """A resonance search on the dijet toy (``source: dijet``): signal region (SR, the
+    generator's ``sr``) and sidebands (SB, the rest of its mass range), classifier or density
+    ratio, cut, bump hunt on the mass.
 
     Attributes:
-        sr: signal-region mass window [GeV]; the sidebands are the rest of the generated range.
         fraction: injected signal fraction (signal / background events in the whole range) of
             the card's own training (the scan below retrains at each value).
         fractions: injected signal fractions of the scan (significance before and after).
@@ -80,27 +80,21 @@ class HuntSpec:
             see it).
         keep: fractions of the SR events kept by the cut on the score, one table each.
         bins: mass bins of the bump hunt (a smooth fit to the sidebands, extrapolated to SR).
-        supervised_events: events per class of the labelled sample of the supervised
-            reference (signal vs background, same features).
         background_samples: events drawn from the sideband density in SR (ANODE) to estimate
             the background efficiency of the cut.
         epochs: training epochs of each scan model (the card's own training uses
             ``training.epochs``).
     """
 
-    sr: tuple[float, float] = (3300.0, 3700.0)
     fraction: float = 0.01
     fractions: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016)
     folds: int = 5
     keep: tuple[float, ...] = (0.1, 0.02)
     bins: int = 36
-    supervised_events: int = 20000
     background_samples: int = 200000
     epochs: int = 10
 
     def validate(self) -> None:
-        if len(self.sr) != 2 or self.sr[0] >= self.sr[1]:
-            raise ConfigError(f"evaluation.hunt.sr {list(self.sr)} must be [low, high]")
         require_range("evaluation.hunt.folds", self.folds, 2, 20)
         require_range("evaluation.hunt.bins", self.bins, 6, 1000)
         require_range("evaluation.hunt.epochs", self.epochs, 1, 10000)
