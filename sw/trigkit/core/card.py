@@ -406,7 +406,7 @@ class ModelCard:
         if self.task == "classification":
             return len(self.data.classes)
         if self.task == "regression" and self.architecture.bayesian:
-            return 2  # the mean and the width of a Gaussian
+            return 3 * self.architecture.mixture  # weights, means and widths of Gaussians
         return 0 if self.task in ("anomaly", "generative", "density") else 1
 
     @property

@@ -45,6 +45,8 @@ class ArchSpec:
         prior_scale: standard deviation of the Gaussian prior of every weight (bayesian).
         posterior_init_scale: initial standard deviation of the weight posteriors (bayesian).
         samples: weight samples per prediction in the evaluation (bayesian).
+        mixture: Gaussian components of a Bayesian regression's output (1: one Gaussian);
+            outputs are K weight logits, K means, K widths.
         transforms: autoregressive transforms of a ``flow``; its hidden layers are ``dense``.
     """
 
@@ -66,6 +68,7 @@ class ArchSpec:
     prior_scale: float = 1.0
     posterior_init_scale: float = 0.01
     samples: int = 50
+    mixture: int = 1
     transforms: int = 3
 
     def validate(self) -> None:
@@ -74,6 +77,7 @@ class ArchSpec:
         require_range("architecture.posterior_init_scale", self.posterior_init_scale, 0.0,
                       lo_open=True)
         require_range("architecture.samples", self.samples, 2, 10000)
+        require_range("architecture.mixture", self.mixture, 1, 16)
         require_range("architecture.transforms", self.transforms, 1, 32)
         if self.bayesian and self.kind not in ("mlp", "cnn"):
             raise ConfigError(f"architecture.bayesian is for kind mlp or cnn, not {self.kind}")

@@ -4,11 +4,14 @@ weight posterior ``architecture.samples`` times on the test events.
 - classification: per event the mean and the spread (standard deviation over weight samples)
   of the score 1 - P(background); the spread is the statistical (epistemic) uncertainty and
   shrinks with the training-set size (the card's ``data.train_events`` variants);
-- regression: per event the predictive Gaussian, mean of the sampled means and variance
-  sigma_aleatoric^2 (mean of the sampled widths squared) + sigma_epistemic^2 (variance of the
-  sampled means); calibration from the pulls (true - mean) / sigma: their standard deviation
-  (pull width, 1 when calibrated), a robust width (1.4826 x median absolute deviation), and the
-  coverage of the 68 % and 95 % intervals.
+- regression: per event the predictive distribution, the average over weight samples of the
+  output Gaussian (or Gaussian mixture, ``architecture.mixture``); its mean, its standard
+  deviation (aleatoric and epistemic) and the epistemic part alone (spread of the sampled
+  means); calibration from the PIT (the predictive CDF at the true value) and the pulls
+  Phi^-1(PIT) (= (true - mean) / sigma for one Gaussian): their standard deviation (pull width,
+  1 when calibrated), a robust width (1.4826 x median absolute deviation), the coverage of the
+  central 68 % and 95 % intervals, and the width of the plain Gaussian pulls
+  (true - mean) / std for comparison.
 """
 
 from __future__ import annotations
@@ -53,41 +56,59 @@ def classification_spread(card, outs: np.ndarray, y: np.ndarray, plots_dir: Path
                              plots_dir / "score_spread.png",
                              f"spread of 1 - P({classes[b]}) over weight samples",
                              title=f"{card.name}: {len(score)} weight samples")
-    return {"samples": int(len(score)), "mean_spread": float(spread.mean()), "median_spread": float(np.median(spread)),
+    return {"samples": int(len(score)), "mean_spread": float(spread.mean()),
+            "median_spread": float(np.median(spread)),
             "mean_spread_per_class": per_class,
             "auc_of_mean_score": roc_auc(y != b, mean) if len(np.unique(y != b)) == 2
             else float("nan")}
 
 
-def predictive_gaussian(card, outs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, total sigma, epistemic sigma) per event in target units from sampled outputs
-    (samples, events, 2): the mixture of the sampled Gaussians moment-matched."""
-    scale = card.data.target_scale
-    mu = outs[..., 0] * scale
-    raw = outs[..., 1]
-    sigma = (np.logaddexp(0.0, raw) + MIN_SIGMA) * scale  # softplus, as in training
-    mean = mu.mean(0)
-    epistemic = mu.std(0)
-    total = np.sqrt((sigma**2).mean(0) + epistemic**2)
-    return mean, total, epistemic
+def predictive(card, outs: np.ndarray) -> dict[str, np.ndarray]:
+    """The sampled predictive mixtures in target units from outputs (samples, events, 3K):
+    component weights ``w``, means ``mu`` and widths ``sigma``, each (samples, events, K)."""
+    k, scale = card.architecture.mixture, card.data.target_scale
+    logits = outs[..., :k]
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    sigma = (np.logaddexp(0.0, outs[..., 2 * k:3 * k]) + MIN_SIGMA) * scale  # as in training
+    return {"w": w, "mu": outs[..., k:2 * k] * scale, "sigma": sigma}
+
+
+def predictive_summary(pred: dict[str, np.ndarray], y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per event: the predictive mean and standard deviation (the average of the sampled
+    mixtures), the epistemic part (spread of the sampled means) and the PIT, the predictive
+    CDF at the true value (uniform when calibrated)."""
+    w, mu, sigma = pred["w"], pred["mu"], pred["sigma"]
+    sample_mean = (w * mu).sum(-1)
+    mean = sample_mean.mean(0)
+    second = (w * (sigma**2 + mu**2)).sum(-1).mean(0)
+    pit = (w * norm.cdf((y[None, :, None] - mu) / sigma)).sum(-1).mean(0)
+    return {"mean": mean, "std": np.sqrt(np.maximum(second - mean**2, 0.0)),
+            "epistemic": sample_mean.std(0), "pit": pit}
 
 
 def regression_calibration(card, outs: np.ndarray, y: np.ndarray, plots_dir: Path) -> dict:
-    """Pull width and interval coverage of the predictive Gaussian on the test events."""
-    mean, sigma, epistemic = predictive_gaussian(card, outs)
-    pull = (y - mean) / sigma
+    """Pull width and interval coverage of the predictive distribution on the test events.
+
+    Pulls are Phi^-1(PIT) (for a single Gaussian: (true - mean) / sigma); the central 68 %
+    (95 %) interval covers the truth when |PIT - 0.5| <= 0.3413 (0.475)."""
+    summ = predictive_summary(predictive(card, outs), y)
+    pull = norm.ppf(np.clip(summ["pit"], 1e-7, 1 - 1e-7))
     mad = np.median(np.abs(pull - np.median(pull)))
-    z95 = float(norm.ppf(0.975))
+    gauss = (y - summ["mean"]) / summ["std"]
     metrics = {
         "samples": int(len(outs)), "n_test": int(len(y)),
+        "mixture": card.architecture.mixture,
         "pull_mean": float(pull.mean()), "pull_width": float(pull.std()),
         "pull_width_robust": float(1.4826 * mad),
-        "coverage_68": float(np.mean(np.abs(pull) <= 1.0)),
-        "coverage_95": float(np.mean(np.abs(pull) <= z95)),
-        "mean_sigma": float(sigma.mean()), "mean_sigma_epistemic": float(epistemic.mean()),
-        "rms_residual": float(np.sqrt(np.mean((y - mean) ** 2))),
+        "coverage_68": float(np.mean(np.abs(summ["pit"] - 0.5) <= norm.cdf(1.0) - 0.5)),
+        "coverage_95": float(np.mean(np.abs(summ["pit"] - 0.5) <= 0.475)),
+        "gaussian_pull_width": float(gauss.std()),
+        "mean_sigma": float(summ["std"].mean()),
+        "mean_sigma_epistemic": float(summ["epistemic"].mean()),
+        "rms_residual": float(np.sqrt(np.mean((y - summ["mean"]) ** 2))),
     }
-    metrics["calibration"] = _calibration_bins(y - mean, sigma)
+    metrics["calibration"] = _calibration_bins(y - summ["mean"], summ["std"], summ["pit"])
     _plot_pulls(pull, metrics, plots_dir / "pulls.png", card.name)
     cal = metrics["calibration"]
     pred = np.array([v["predicted_sigma"] for v in cal.values()])
@@ -99,7 +120,7 @@ def regression_calibration(card, outs: np.ndarray, y: np.ndarray, plots_dir: Pat
     return metrics
 
 
-def _calibration_bins(residual: np.ndarray, sigma: np.ndarray) -> dict:
+def _calibration_bins(residual: np.ndarray, sigma: np.ndarray, pit: np.ndarray) -> dict:
     """Observed residual RMS and 68 % coverage in quantile bins of the predicted sigma."""
     edges = np.quantile(sigma, np.linspace(0, 1, CALIBRATION_BINS + 1))
     idx = np.clip(np.searchsorted(edges[1:-1], sigma, side="right"), 0, CALIBRATION_BINS - 1)
@@ -111,7 +132,7 @@ def _calibration_bins(residual: np.ndarray, sigma: np.ndarray) -> dict:
         out[f"bin {k + 1}"] = {
             "predicted_sigma": float(np.sqrt(np.mean(sigma[sel] ** 2))),
             "observed_rms": float(np.sqrt(np.mean(residual[sel] ** 2))),
-            "coverage_68": float(np.mean(np.abs(residual[sel]) <= sigma[sel])),
+            "coverage_68": float(np.mean(np.abs(pit[sel] - 0.5) <= norm.cdf(1.0) - 0.5)),
             "events": int(sel.sum())}
     return out
 

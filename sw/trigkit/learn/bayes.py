@@ -6,8 +6,9 @@ mean-field Gaussian posterior (Pyro's ``AutoNormal`` guide, initialised at the f
 own initial weights with width ``posterior_init_scale``). Training minimises the negative ELBO
 per training event (:meth:`BayesianNet.negative_elbo`, Pyro's ``Trace_ELBO``) with the shared
 trainer's optimiser; the likelihood is a categorical of the logits (classification) or a
-Gaussian whose mean and width are the two outputs (regression: the width learns the smearing).
-``forward`` uses the posterior means (deterministic: every generic evaluator works unchanged);
+mixture of ``mixture`` Gaussians whose weights (logits), means and widths are the outputs
+(regression: the widths learn the smearing). ``forward`` uses the posterior-mean weights
+(deterministic: every generic evaluator works unchanged; regression: the mixture's mean);
 :func:`sample_outputs` draws weight samples for the per-event spread.
 """
 
@@ -34,17 +35,31 @@ MIN_SIGMA = 1e-3
 
 
 def gaussian_width(raw: torch.Tensor) -> torch.Tensor:
-    """The Gaussian width from the network's second regression output (softplus, floored)."""
+    """A Gaussian width from a raw network output (softplus, floored)."""
     return nn.functional.softplus(raw) + MIN_SIGMA
+
+
+def mixture_parts(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight logits, means, widths), each (N, k), of regression outputs (N, 3k)."""
+    return out[:, :k], out[:, k:2 * k], gaussian_width(out[:, 2 * k:3 * k])
+
+
+def output_distribution(out: torch.Tensor, k: int) -> dist.Distribution:
+    """The regression likelihood of outputs (N, 3k): a Gaussian, or a mixture of k."""
+    logits, mu, sigma = mixture_parts(out, k)
+    if k == 1:
+        return dist.Normal(mu[:, 0], sigma[:, 0])
+    return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(mu, sigma))
 
 
 class BayesianNet(nn.Module):
     """A float network with distributions over its weights (see the module docstring)."""
 
     def __init__(self, net: nn.Module, task: str, input_shape: tuple[int, ...],
-                 prior_scale: float = 1.0, init_scale: float = 0.01):
+                 prior_scale: float = 1.0, init_scale: float = 0.01, mixture: int = 1):
         super().__init__()
         self.task = task
+        self.mixture = mixture
         self.input_shape = tuple(input_shape)
         init: dict[str, torch.Tensor] = {}
         to_pyro_module_(net)
@@ -78,7 +93,7 @@ class BayesianNet(nn.Module):
             if self.task == "classification":
                 pyro.sample("obs", dist.Categorical(logits=out), obs=y)
             else:
-                pyro.sample("obs", dist.Normal(out[:, 0], gaussian_width(out[:, 1])), obs=y)
+                pyro.sample("obs", output_distribution(out, self.mixture), obs=y)
         return out
 
     def negative_elbo(self, x: torch.Tensor, y: torch.Tensor, n_train: int) -> torch.Tensor:
@@ -101,8 +116,13 @@ class BayesianNet(nn.Module):
             return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The output at the posterior-mean weights (deterministic)."""
-        return self.forward_with(self.posterior_mean(), x)
+        """The output at the posterior-mean weights (deterministic); regression: the mean of
+        the predicted distribution (N, 1)."""
+        out = self.forward_with(self.posterior_mean(), x)
+        if self.task == "classification":
+            return out
+        logits, mu, _ = mixture_parts(out, self.mixture)
+        return (torch.softmax(logits, dim=1) * mu).sum(1, keepdim=True)
 
 
 def sample_outputs(model: BayesianNet, inputs: np.ndarray, n_samples: int, seed: int,

@@ -238,10 +238,10 @@ def build_model(card: ModelCard) -> nn.Module:
     if a.bayesian:
         float_card = card.with_overrides(card.name, {"architecture.bayesian": False})
         net = build_model(float_card)
-        if card.task == "regression":  # mean and width: the float card has one output
-            net = _gaussian_head(float_card, net)
+        if card.task == "regression":  # Gaussians: the float card has one output
+            net = _gaussian_head(float_card, net, card.n_outputs)
         return BayesianNet(net, card.task, tuple(card.data.input_shape), a.prior_scale,
-                           a.posterior_init_scale)
+                           a.posterior_init_scale, a.mixture)
     f = _Layers(card)
     if a.kind == "l0_hitfeat":
         _, rows, width = image_shape(card)
@@ -261,12 +261,12 @@ def build_model(card: ModelCard) -> nn.Module:
     return _dense_stack(card, f, layers, n)
 
 
-def _gaussian_head(card: ModelCard, net: nn.Sequential) -> nn.Sequential:
-    """``net`` with a two-output last layer (a Gaussian's mean and width)."""
+def _gaussian_head(card: ModelCard, net: nn.Sequential, n_out: int) -> nn.Sequential:
+    """``net`` with an ``n_out``-output last layer (weights, means and widths of Gaussians)."""
     last = net[-1]
     if not isinstance(last, nn.Linear):
         raise TrigkitError(f"{card.name}: a Bayesian regression needs a dense output layer")
-    return nn.Sequential(*list(net)[:-1], nn.Linear(last.in_features, 2))
+    return nn.Sequential(*list(net)[:-1], nn.Linear(last.in_features, n_out))
 
 
 def _conv_stack(card: ModelCard, f: _Layers, layers: list[nn.Module]) -> int:

@@ -314,8 +314,8 @@ def histogram_sets(card: ModelCard, pools: dict, r: int, s_over_sqrt_b: float, n
     return poisson_significance(x, shape), np.asarray(y, np.int64), x
 
 
-for _name, _fmt in (("jets", "jet_images"), ("dijet", "dijet"), ("monojet", "table"), ("electrons", "table"),
-                    ("monojet_hist", "histograms")):
+for _name, _fmt in (("jets", "jet_images"), ("dijet", "dijet"), ("monojet", "table"),
+                    ("electrons", "table"), ("monojet_hist", "histograms")):
     registry.register_source(registry.DataSource(_name, _fmt, generated_file))
 registry.register_format(registry.InputFormat("jet_images", load_jet_images,
                                               prepare_file=converted_jet_file,
