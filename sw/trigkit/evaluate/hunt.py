@@ -281,7 +281,8 @@ def evaluate_cwola(card, model, splits, plots_dir, progress: bool = False) -> di
     test = splits["test"]
     score = class1_score(card, model, test.images())
     is_sig = test.truth("is_signal") == 1
-    metrics = {"n_test": int(len(test)), "auc_sr_vs_sb": roc_auc(test.target == 1, score)}
+    auc = roc_auc(test.target == 1, score)
+    metrics = {"n_test": int(len(test)), "auc": auc, "auc_sr_vs_sb": auc}
     if 0 < is_sig.sum() < len(is_sig):
         metrics["auc_signal_vs_background"] = roc_auc(is_sig, score)
     if card.evaluation.hunt is not None:

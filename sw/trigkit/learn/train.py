@@ -4,6 +4,10 @@ Checkpoints (``last.pt`` every epoch, ``best.pt`` on validation improvement) are
 atomically and hold the model, optimiser, scheduler, history and early-stopping state, so an
 interrupted run resumes from its last completed epoch and continues exactly as if it had not
 stopped (shuffling and dropout are seeded per epoch).
+
+Longer than 500 lines: one class, the training loop shared by every task with its per-task
+losses (cross entropy, regression, distillation, reconstruction with decorrelation, the
+Bayesian ELBO, the density NLL), kept together so that no task gets a loop of its own.
 """
 
 from __future__ import annotations
