@@ -10,7 +10,7 @@ import pytest
 from trigkit.core.card import load_card
 from trigkit.core.errors import ConfigError
 from trigkit.evaluate import evaluate_model
-from trigkit.evaluate.hunt import Hunt, bump_hunt, folds_of, poisson_z
+from trigkit.evaluate.hunt import bump_hunt, folds_of, poisson_z
 from trigkit.learn.data import load_splits
 from trigkit.learn.flows import ConditionalFlow, flow_log_prob, flow_sample
 from trigkit.learn.metrics import roc_auc
