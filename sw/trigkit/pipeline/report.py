@@ -160,18 +160,39 @@ def _uncertainty_lines(unc: dict[str, Any], variants: dict[str, Any]) -> list[st
     return lines + [""]
 
 
+def _hunt_column_rank(column: str) -> tuple[int, str]:
+    """Table order: counts, the bump hunt, the supervised reference, the method, AUCs."""
+    for rank, start in enumerate(("signal in SR", "S/B in SR", "Z bump hunt", "Z supervised",
+                                  "Z ")):
+        if column.startswith(start):
+            return rank, column
+    return 9, column
+
+
 def _hunt_lines(hunt: dict[str, Any], who: str) -> list[str]:
     """The resonance search: significance per injected fraction, truth after the cuts."""
     sr = hunt.get("sr_gev", ["?", "?"])
+    table = hunt.get("table", {})
+    cols = sorted({c for row in table.values() for c in row}, key=_hunt_column_rank)
+    ordered = {f: {c: row.get(c) for c in cols} for f, row in table.items()}
+    truth = hunt.get("truth_after_cut", {})
+    s_over_sqrt_b = {f: {k: v.get("s_over_sqrt_b") for k, v in cuts.items()}
+                     for f, cuts in truth.items()}
+    estimates = {f: {k: f"{v['background estimate']:.0f} (true {v['background']})"
+                     for k, v in cuts.items() if "background estimate" in v}
+                 for f, cuts in truth.items()}
     lines = [f"## Resonance search: {hunt.get('method')} ({who})", "",
-             f"Signal region {sr[0]}-{sr[1]} GeV, {hunt.get('folds')} folds; each cut keeps "
-             "the given share of the signal-region events; Z is the Poisson significance of "
-             "the signal-region count over the background from the sideband fit (ANODE: "
+             f"Signal region {sr[0]:g}-{sr[1]:g} GeV, {hunt.get('folds')} folds; each cut "
+             "keeps the given share of the signal-region events; Z is the Poisson significance "
+             "of the signal-region count over the background from the sideband fit (ANODE: "
              "times the background efficiency from the sideband flow). Rows: injected signal "
              "fraction (signal / background events over the whole mass range).", "",
-             *_study_table(hunt.get("table", {})), "",
-             "True signal and background in the signal region after each cut:", "",
-             "```", _dump(hunt.get("truth_after_cut", {})), "```", ""]
+             *_study_table(ordered), "",
+             "True S / sqrt(B) in the signal region after each cut (what a perfect background "
+             "estimate would give):", "", *_study_table(s_over_sqrt_b), ""]
+    if any(estimates.values()):
+        lines += ["ANODE's background estimate after the cut (true background):", "",
+                  *_study_table(estimates), ""]
     return lines
 
 
