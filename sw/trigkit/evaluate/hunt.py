@@ -244,14 +244,15 @@ class Hunt:
         table, truth = {}, {}
         for fraction in self.spec.fractions:
             table[f"{fraction:g}"], truth[f"{fraction:g}"] = self.row(fraction, supervised)
-        plots = self.plot(table)
+        plots = self.plot(table, truth)
         return {"method": "CWoLa" if self.card.task == "classification" else "ANODE",
                 "sr_gev": list(self.cfg.sr), "folds": self.spec.folds,
                 "keep": list(self.spec.keep), "table": table, "truth_after_cut": truth,
                 "plots": plots}
 
-    def plot(self, table: dict) -> list[str]:
-        """Significance versus injected fraction, one plot per cut."""
+    def plot(self, table: dict, truth: dict) -> list[str]:
+        """Significance versus injected fraction, one plot per cut, with the method's true
+        S / sqrt(B) after the cut (a perfect background estimate)."""
         fractions = np.array([float(f) for f in table])
         paths = []
         for keep in self.spec.keep:
@@ -259,6 +260,10 @@ class Hunt:
                                       if c.endswith(f"(keep {100 * keep:g} %)")]
             series = {c: (fractions, np.array([table[f][c] for f in table], float))
                       for c in cols}
+            method = "CWoLa" if self.card.task == "classification" else "ANODE"
+            key = f"{method} keep {100 * keep:g} %"
+            series[f"{method}: true S / sqrt(B) after the cut"] = (
+                fractions, np.array([truth[f][key]["s_over_sqrt_b"] for f in table], float))
             path = self.plots_dir / f"significance_keep{100 * keep:g}.png"
             plot_curves(series, path, "injected signal fraction (S / B, whole mass range)",
                         "significance of the SR excess (Poisson)",

@@ -145,7 +145,7 @@ def _plot_pulls(pull: np.ndarray, metrics: dict, path: Path, name: str) -> Path:
                   f"{metrics['coverage_68']:.3f})")
     grid = np.linspace(-5, 5, 400)
     ax.plot(grid, norm.pdf(grid), "k:", label="unit Gaussian")
-    ax.set_xlabel("(true - predicted mean) / predicted sigma")
+    ax.set_xlabel("pull Phi^-1(PIT)  (one Gaussian: (true - mean) / sigma)")
     ax.set_ylabel("density")
     ax.set_title(f"{name}: pulls on the test events", fontsize=9)
     ax.legend(fontsize=8)

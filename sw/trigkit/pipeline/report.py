@@ -57,7 +57,8 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
     study tables (S/sqrt(B) scan, tagging, feature importance, efficiency vs pT, GAN)."""
     lines = ["## Physics on the test events", ""]
     if baseline.get("observable"):
-        lines += [f"Baseline: a cut on **{baseline['observable']}** (the best single observable, "
+        use = "a fit of" if "calibration" in baseline["observable"] else "a cut on"
+        lines += [f"Baseline: {use} **{baseline['observable']}** (the best single observable, "
                   "chosen on the validation split), on the same events.", ""]
     per, per_b = metrics.get("per_class", {}), baseline.get("per_class", {})
     if per:

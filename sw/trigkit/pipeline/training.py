@@ -50,7 +50,8 @@ STOPPED_BY = {"early_stopping": "early_stopping", "completed": "epochs", "time_b
 HEADLINE_METRICS = (
     "accuracy", "auc", "eff_at_baseline_fake_rate", "eff_prompt_above_threshold",
     "eff_nonpointing", "fake_rate_hz", "sigma_core_cm", "mean_cm", "tail_frac_8cm",
-    "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "inv_jsd_at_50pct_bkg_eff")
+    "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "inv_jsd_at_50pct_bkg_eff", "rms",
+    "mean_log_density_sb")
 
 
 def headline(name: str, result: dict) -> list[str]:
