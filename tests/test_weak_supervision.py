@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from trigkit.core.card import load_card
 from trigkit.core.errors import ConfigError
@@ -160,8 +161,6 @@ def test_anode_hunt_few_steps(tmp_path, monkeypatch):
 
 
 def test_conditional_flow_density_and_samples():
-    import torch
-
     torch.manual_seed(0)
     flow = ConditionalFlow(2, transforms=2, hidden=(8,))
     rows = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+from torch import nn
 
+from trigkit.core.card import ModelCard
 from trigkit.core.plots import plot_curves
 from trigkit.core.registry import register_evaluator
 from trigkit.learn.data import Split, dataset_file
@@ -100,8 +102,8 @@ def train_val(idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(idx[n_val:]), np.sort(idx[:n_val])
 
 
-def fit_model(card, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
-              out_dir: Path):
+def fit_model(card: ModelCard, x: np.ndarray, y: np.ndarray, train: np.ndarray,
+              val: np.ndarray, out_dir: Path) -> nn.Module:
     """Train ``card`` (a sibling card of the hunt) on rows ``train``, validating on ``val``,
     with the shared trainer (fresh, deterministic); the best checkpoint's model."""
     splits = {name: Split(name, out_dir, idx, y[idx], x[idx])
@@ -110,7 +112,7 @@ def fit_model(card, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.nda
     return load_trained_model(card, out_dir=out_dir)
 
 
-def classifier_card(card, tag: str):
+def classifier_card(card: ModelCard, tag: str) -> ModelCard:
     """The hunt's classifier (supervised reference, CWoLa): an MLP on the 4 features."""
     dense = list(card.architecture.dense) if card.architecture.kind == "mlp" else [64, 64]
     return card.with_overrides(f"{card.name}_{tag}", {
@@ -120,7 +122,7 @@ def classifier_card(card, tag: str):
         "training.epochs": card.evaluation.hunt.epochs})
 
 
-def class1_score(card, model, x: np.ndarray) -> np.ndarray:
+def class1_score(card: ModelCard, model: nn.Module, x: np.ndarray) -> np.ndarray:
     """P(class 1) of a two-class classifier."""
     return softmax(predict_outputs(model, card, x))[:, 1]
 
@@ -142,7 +144,7 @@ def cut_per_fold(score: np.ndarray, sr: np.ndarray, fold: np.ndarray, keep: floa
 class Hunt:
     """One card's scan over injected signal fractions (see the module docstring)."""
 
-    def __init__(self, card, plots_dir: Path):
+    def __init__(self, card: ModelCard, plots_dir: Path):
         self.card, self.spec = card, card.evaluation.hunt
         self.cfg = DijetConfig.from_dict(dict(card.data.generator))
         self.events = read_dijet_h5(dataset_file(card))
