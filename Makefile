@@ -13,9 +13,10 @@ TRIGKIT := $(BIN)/trigkit
 # Default models in two lanes run side by side (each a teacher before its student).
 LANES := "l0_pointing_f32 l0_pointing_tnn" "l0_vertex_f32 l0_vertex_tnn"
 MODELS := l0_pointing_f32 l0_pointing_tnn l0_vertex_f32 l0_vertex_tnn
-# Offline models (issue 7/8), generators before the models that use their samples.
+# Offline models (issues 7/8/20), generators before the models that use their samples.
 OFFLINE_MODELS := jet_wgan_gp jet_darkphoton_cnn jet_darkphoton_tnn jet_autoencoder \
-	monojet_event_dnn monojet_hist_dnn monojet_hist_cnn lowpt_electron_dnn lowpt_electron_tnn
+	monojet_event_dnn monojet_hist_dnn monojet_hist_cnn lowpt_electron_dnn lowpt_electron_tnn \
+	lowpt_electron_bnn jet_pt_bayes dijet_cwola dijet_anode
 OFFLINE_FIRMWARE := jet_darkphoton_tnn lowpt_electron_tnn
 SELECTED := $(if $(MODEL),$(MODEL),$(MODELS))
 SELECTED_LANES := $(if $(MODEL),"$(MODEL)",$(LANES))

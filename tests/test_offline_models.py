@@ -18,6 +18,11 @@ SMALL = {
     "monojet_hist": {"data.events": 3000, "data.hist.sets": 200,
                      "data.hist.scan_r": [100, 200], "data.hist.r": 200},
     "electrons": {"data.events": 3000},
+    "dijet": {"data.events": 4000, "data.generator": {"signal_events": 400,
+                                                      "labelled_events": 400},
+              "evaluation.hunt.fractions": [0.0, 0.05], "evaluation.hunt.folds": 2,
+              "evaluation.hunt.epochs": 1, "evaluation.hunt.keep": [0.2],
+              "evaluation.hunt.background_samples": 2000},
 }
 
 

@@ -67,6 +67,44 @@ class HistSpec:
 
 
 @dataclass(frozen=True)
+class HuntSpec:
+    """A resonance search on the dijet toy (``source: dijet``): signal region (SR, the
+    generator's ``sr``) and sidebands (SB, the rest of its mass range), classifier or density
+    ratio, cut, bump hunt on the mass.
+
+    Attributes:
+        fraction: injected signal fraction (signal / background events in the whole range) of
+            the card's own training (the scan below retrains at each value).
+        fractions: injected signal fractions of the scan (significance before and after).
+        folds: k of the k-fold CWoLa training (every event is scored by a model that did not
+            see it).
+        keep: fractions of the SR events kept by the cut on the score, one table each.
+        bins: mass bins of the bump hunt (a smooth fit to the sidebands, extrapolated to SR).
+        background_samples: events drawn from the sideband density in SR (ANODE) to estimate
+            the background efficiency of the cut.
+        epochs: training epochs of each scan model (the card's own training uses
+            ``training.epochs``).
+    """
+
+    fraction: float = 0.01
+    fractions: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016)
+    folds: int = 5
+    keep: tuple[float, ...] = (0.1, 0.02)
+    bins: int = 36
+    background_samples: int = 200000
+    epochs: int = 10
+
+    def validate(self) -> None:
+        require_range("evaluation.hunt.folds", self.folds, 2, 20)
+        require_range("evaluation.hunt.bins", self.bins, 6, 1000)
+        require_range("evaluation.hunt.epochs", self.epochs, 1, 10000)
+        for f in (self.fraction, *self.fractions):
+            require_range("evaluation.hunt.fractions", f, 0.0, 1.0)
+        for k in self.keep:
+            require_range("evaluation.hunt.keep", k, 0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Where the events come from and what the network learns.
 
@@ -103,6 +141,8 @@ class DataSpec:
         train_on: classes used for training and validation (e.g. [qcd] for an anomaly search);
             the test split keeps every class.
         hist: pseudo-experiment settings for ``monojet_hist``.
+        train_events: > 0 keeps only the first this many training events (a random subset:
+            the split is random), e.g. to study the uncertainty versus the training-set size.
     """
 
     source: str = "simulate"
@@ -117,7 +157,7 @@ class DataSpec:
     classes: tuple[str, ...] = ("noise", "prompt", "nonpointing")
     class_map: dict[str, str] = field(default_factory=dict)
     target_scale: float = 1.0
-    format: Literal["auto", "hits", "jet_images", "table", "histograms"] = "auto"
+    format: Literal["auto", "hits", "jet_images", "table", "histograms", "dijet"] = "auto"
     generator: dict[str, Any] = field(default_factory=dict)
     features: tuple[str, ...] = ()
     label_column: str = "label"
@@ -130,6 +170,7 @@ class DataSpec:
     augment: tuple[str, ...] = ()
     train_on: tuple[str, ...] = ()
     hist: HistSpec | None = None
+    train_events: int = 0
 
     @property
     def input_format(self) -> str:
@@ -143,6 +184,7 @@ class DataSpec:
 
     def validate(self) -> None:
         require_range("data.events", self.events, 10)
+        require_range("data.train_events", self.train_events, 0)
         require_range("data.input_bits", self.input_bits, 0, 16)
         require_range("data.input_lsb", self.input_lsb, 0.0, lo_open=True)
         for name in self.augment:
@@ -257,6 +299,7 @@ class EvalSpec:
         generated_from: a trained WGAN-GP model whose samples are added to the training set of a
             variant ``with_generated`` (``generated_events`` images).
         generated_events: how many generated images that variant gets.
+        hunt: the resonance search of ``source: dijet`` cards (CWoLa, ANODE).
     """
 
     baseline_mode: Literal["low", "high", "phase2"] = "high"
@@ -269,6 +312,7 @@ class EvalSpec:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     generated_from: str = ""
     generated_events: int = 0
+    hunt: HuntSpec | None = None
 
     def validate(self) -> None:
         require_range("evaluation.threshold_gev", self.threshold_gev, 0.0, lo_open=True)
@@ -308,7 +352,7 @@ class ModelCard:
     """Everything about one model; see the section dataclasses for the keys."""
 
     name: str
-    task: Literal["classification", "regression", "anomaly", "generative"]
+    task: Literal["classification", "regression", "anomaly", "generative", "density"]
     description: str = ""
     data: DataSpec = field(default_factory=DataSpec)
     architecture: ArchSpec = field(default_factory=ArchSpec)
@@ -337,6 +381,12 @@ class ModelCard:
             raise ConfigError("task anomaly needs architecture.kind: autoencoder")
         if (self.task == "generative") != (self.architecture.kind == "wgan"):
             raise ConfigError("task generative goes with architecture.kind: wgan (and only it)")
+        if (self.task == "density") != (self.architecture.kind == "flow"):
+            raise ConfigError("task density goes with architecture.kind: flow (and only it)")
+        if self.architecture.bayesian and (self.quant.is_quantised or self.task not in (
+                "classification", "regression")):
+            raise ConfigError("architecture.bayesian is for float classification or regression "
+                              "models (quant.weights: float)")
         if self.quant.is_quantised:
             if self.architecture.kind not in ("l0_cnn", "l0_road", "l0_hitfeat", "cnn", "mlp"):
                 raise ConfigError(f"architecture.kind {self.architecture.kind} has no ternary "
@@ -355,7 +405,9 @@ class ModelCard:
     def n_outputs(self) -> int:
         if self.task == "classification":
             return len(self.data.classes)
-        return 0 if self.task in ("anomaly", "generative") else 1
+        if self.task == "regression" and self.architecture.bayesian:
+            return 3 * self.architecture.mixture  # weights, means and widths of Gaussians
+        return 0 if self.task in ("anomaly", "generative", "density") else 1
 
     @property
     def _format(self) -> registry.InputFormat:

@@ -21,8 +21,9 @@ class ArchSpec:
             every detector row, then a max over all eta positions: "some road fired
             anywhere"), ``l0_hitfeat`` (a fixed integer front end, per row the first and last
             fired strip and a hit flag, then an MLP; the front end is firmware too), ``mlp``,
-            ``autoencoder`` (convolutional, reconstructs its input) or ``wgan`` (WGAN-GP
-            generator + critic for images).
+            ``autoencoder`` (convolutional, reconstructs its input), ``wgan`` (WGAN-GP
+            generator + critic for images) or ``flow`` (a conditional normalizing flow of the
+            table features given the last one, e.g. a mass; zuko MAF; task ``density``).
         eta_pool: OR-pool (max-pool) of this many adjacent eta columns at the input.
         channels: output channels of each convolution (valid padding).
         kernel: convolution kernel (rows, columns) of every convolution without an entry in
@@ -37,10 +38,20 @@ class ArchSpec:
         batchnorm: batch normalisation after convolutions (float models only).
         padding: convolution padding, ``valid`` or ``same``.
         latent_dim: bottleneck width (autoencoder) or noise dimension (wgan).
+        bayesian: weights as distributions trained by variational inference (Pyro, mean-field
+            Gaussian posterior, Gaussian prior); predictions by sampling the weights.
+            Classification gives a per-event mean and spread of the score, regression a
+            Gaussian output (mean and width) per event. Float ``mlp`` and ``cnn`` only.
+        prior_scale: standard deviation of the Gaussian prior of every weight (bayesian).
+        posterior_init_scale: initial standard deviation of the weight posteriors (bayesian).
+        samples: weight samples per prediction in the evaluation (bayesian).
+        mixture: Gaussian components of a Bayesian regression's output (1: one Gaussian);
+            outputs are K weight logits, K means, K widths.
+        transforms: autoregressive transforms of a ``flow``; its hidden layers are ``dense``.
     """
 
     kind: Literal["l0_cnn", "l0_road", "l0_hitfeat", "cnn", "mlp", "autoencoder",
-                  "wgan"] = "l0_cnn"
+                  "wgan", "flow"] = "l0_cnn"
     eta_pool: int = 4
     channels: tuple[int, ...] = (8, 8)
     kernel: tuple[int, ...] = (3, 3)
@@ -53,9 +64,23 @@ class ArchSpec:
     batchnorm: bool = False
     padding: Literal["valid", "same"] = "valid"
     latent_dim: int = 16
+    bayesian: bool = False
+    prior_scale: float = 1.0
+    posterior_init_scale: float = 0.01
+    samples: int = 50
+    mixture: int = 1
+    transforms: int = 3
 
     def validate(self) -> None:
         require_range("architecture.eta_pool", self.eta_pool, 1, 64)
+        require_range("architecture.prior_scale", self.prior_scale, 0.0, lo_open=True)
+        require_range("architecture.posterior_init_scale", self.posterior_init_scale, 0.0,
+                      lo_open=True)
+        require_range("architecture.samples", self.samples, 2, 10000)
+        require_range("architecture.mixture", self.mixture, 1, 16)
+        require_range("architecture.transforms", self.transforms, 1, 32)
+        if self.bayesian and self.kind not in ("mlp", "cnn"):
+            raise ConfigError(f"architecture.bayesian is for kind mlp or cnn, not {self.kind}")
         require_range("architecture.latent_dim", self.latent_dim, 1, 4096)
         for c in self.channels:
             require_range("architecture.channels", c, 1, 1024)

@@ -1,6 +1,8 @@
 """Evaluation of a trained model on its test split, against the standard algorithm on the same
 events: task dispatch (:func:`evaluate_model`) to the evaluators the domains register,
-:mod:`.l0` (trigger and vertex models) and :mod:`.offline` (jet, table and histogram models)."""
+:mod:`.l0` (trigger and vertex models), :mod:`.offline` (jet, table and histogram models) and
+:mod:`.hunt` (resonance searches on the dijet toy: CWoLa, ANODE); Bayesian models add
+:mod:`.uncertainty` (per-prediction spread, calibration)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 from trigkit.core import registry
 from trigkit.core.paths import PLOTS
 
-from . import l0, offline  # noqa: F401 - importing them registers their evaluators
+from . import hunt, l0, offline  # noqa: F401 - importing them registers their evaluators
+from .uncertainty import bayesian_study
 
 
 def evaluate_model(card, model, splits, out_dir: Path, progress: bool = False) -> dict:
@@ -19,4 +22,7 @@ def evaluate_model(card, model, splits, out_dir: Path, progress: bool = False) -
     plots_dir = Path(out_dir) / PLOTS
     plots_dir.mkdir(parents=True, exist_ok=True)
     evaluate = registry.evaluator(card.task, card.data.input_format)
-    return evaluate(card, model, splits, plots_dir, progress)
+    result = evaluate(card, model, splits, plots_dir, progress)
+    if card.architecture.bayesian:
+        result["metrics"]["uncertainty"] = bayesian_study(card, model, splits, plots_dir)
+    return result

@@ -257,6 +257,45 @@ def efficiency_vs_pt(card, test, probs: np.ndarray, b: int, plots_dir,
     return out
 
 
+@register_evaluator("regression")
+def evaluate_offline_regression(card, model, splits, plots_dir, progress: bool = False) -> dict:
+    """Resolution of an offline regression (target units) beside the best single observable
+    linearly calibrated on the validation split (jet images: the pixel pT sum)."""
+    test = splits["test"]
+    y = test.target.astype(np.float64)
+    pred = predict_outputs(model, card, test.images())
+    metrics = _resolution(pred, y)
+    baseline: dict = {}
+    obs_val, obs_test = baseline_observables(card, splits["val"]), baseline_observables(card,
+                                                                                         test)
+    best = None
+    for name, v in obs_val.items():
+        if not np.all(np.isfinite(v)) or np.std(v) == 0:
+            continue
+        slope, offset = np.polyfit(v, splits["val"].target.astype(np.float64), 1)
+        rms = float(np.sqrt(np.mean((slope * v + offset - splits["val"].target) ** 2)))
+        if best is None or rms < best[1]:
+            best = (name, rms, slope, offset)
+    if best is not None:
+        name, _, slope, offset = best
+        baseline = {"observable": f"{name} (linear calibration on validation)",
+                    **_resolution(slope * obs_test[name] + offset, y)}
+    resid = {"network": pred - y}
+    if baseline:
+        resid["baseline"] = slope * obs_test[best[0]] + offset - y
+    plot_score_distributions(resid, plots_dir / "residuals.png",
+                             f"predicted - true {card.data.target}", title=card.name)
+    return {"metrics": {"n_test": int(len(y)), **metrics}, "baseline": baseline}
+
+
+def _resolution(pred: np.ndarray, y: np.ndarray) -> dict:
+    r = pred - y
+    q16, q84 = np.quantile(r, [0.16, 0.84])
+    return {"rms": float(np.sqrt(np.mean(r**2))), "mean_residual": float(r.mean()),
+            "half_width_68": float(0.5 * (q84 - q16)),
+            "median_abs": float(np.median(np.abs(r)))}
+
+
 @register_evaluator("anomaly")
 def evaluate_anomaly(card, model, splits, plots_dir, progress: bool = False) -> dict:
     """Autoencoder anomaly search: AUC of the reconstruction error for each anomalous class

@@ -194,6 +194,9 @@ def load_splits(
                                f"data.classes {list(card.data.classes)}")
         for name in ("train", "val"):
             splits[name] = splits[name].subset(np.isin(splits[name].target, wanted))
+    if card.data.train_events:  # a random subset: the split assignment is random
+        train = splits["train"]
+        splits["train"] = train.subset(np.arange(len(train)) < card.data.train_events)
     for name, sp in splits.items():
         if len(sp) == 0:
             raise TrigkitError(f"the {name} split of {path} has no usable events for {card.name}")

@@ -17,6 +17,8 @@ from torch import nn
 from trigkit.core.card import ModelCard
 from trigkit.core.errors import TrigkitError
 
+from .bayes import BayesianNet
+from .flows import ConditionalFlow
 from .frontend import FEATURES_PER_ROW, FrontEndNet, RowClusters, row_clusters_bits
 from .gan import Generator
 
@@ -227,6 +229,19 @@ def build_model(card: ModelCard) -> nn.Module:
         return ConvAutoencoder(image_shape(card), tuple(a.channels), a.latent_dim)
     if a.kind == "wgan":
         return Generator(a.latent_dim, image_shape(card))
+    if a.kind == "flow":
+        shape = tuple(card.data.input_shape)
+        if len(shape) != 1 or shape[0] < 2:
+            raise TrigkitError(f"{card.name}: a flow needs rows of features and a condition "
+                               f"(data.input_shape [F + 1]), not {list(shape)}")
+        return ConditionalFlow(shape[0] - 1, a.transforms, tuple(a.dense) or (32, 32))
+    if a.bayesian:
+        float_card = card.with_overrides(card.name, {"architecture.bayesian": False})
+        net = build_model(float_card)
+        if card.task == "regression":  # Gaussians: the float card has one output
+            net = _gaussian_head(float_card, net, card.n_outputs)
+        return BayesianNet(net, card.task, tuple(card.data.input_shape), a.prior_scale,
+                           a.posterior_init_scale, a.mixture)
     f = _Layers(card)
     if a.kind == "l0_hitfeat":
         _, rows, width = image_shape(card)
@@ -244,6 +259,14 @@ def build_model(card: ModelCard) -> nn.Module:
         layers.append(nn.Flatten())
         n = math.prod(card.data.input_shape)
     return _dense_stack(card, f, layers, n)
+
+
+def _gaussian_head(card: ModelCard, net: nn.Sequential, n_out: int) -> nn.Sequential:
+    """``net`` with an ``n_out``-output last layer (weights, means and widths of Gaussians)."""
+    last = net[-1]
+    if not isinstance(last, nn.Linear):
+        raise TrigkitError(f"{card.name}: a Bayesian regression needs a dense output layer")
+    return nn.Sequential(*list(net)[:-1], nn.Linear(last.in_features, n_out))
 
 
 def _conv_stack(card: ModelCard, f: _Layers, layers: list[nn.Module]) -> int:

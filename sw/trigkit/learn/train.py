@@ -4,6 +4,10 @@ Checkpoints (``last.pt`` every epoch, ``best.pt`` on validation improvement) are
 atomically and hold the model, optimiser, scheduler, history and early-stopping state, so an
 interrupted run resumes from its last completed epoch and continues exactly as if it had not
 stopped (shuffling and dropout are seeded per epoch).
+
+Longer than 500 lines: one class, the training loop shared by every task with its per-task
+losses (cross entropy, regression, distillation, reconstruction with decorrelation, the
+Bayesian ELBO, the density NLL), kept together so that no task gets a loop of its own.
 """
 
 from __future__ import annotations
@@ -115,17 +119,27 @@ class Trainer:
         self.adversary: nn.Module | None = None
         self.adversary_opt: torch.optim.Optimizer | None = None
         self.mass_edges: np.ndarray | None = None
+        self._n_train = 0
 
     # -- setup -------------------------------------------------------------------------------
     def _loss_kind(self) -> str:
         if self.card.task == "anomaly":
             return "reconstruction"
+        if self.card.task == "density":
+            return "nll"
+        if self.card.architecture.bayesian:
+            return "elbo"
         if self.spec.loss != "auto":
             return self.spec.loss
         return "cross_entropy" if self.card.task == "classification" else "huber"
 
     def _check_loss(self) -> None:
         kind = self._loss_kind()
+        if kind in ("nll", "elbo"):
+            if self.spec.loss != "auto" or self.spec.distill is not None:
+                raise TrigkitError(f"{self.card.name}: a {kind} model trains on its own "
+                                   "likelihood; set training.loss: auto and no distillation")
+            return
         if self.card.task == "anomaly":
             if self.spec.loss not in ("auto", "mse"):
                 raise TrigkitError(f"task anomaly trains on the reconstruction error; "
@@ -264,6 +278,21 @@ class Trainer:
             loss = (1 - d.weight) * loss + d.weight * soft
         return loss
 
+    def _batch_loss(self, model: nn.Module, x: np.ndarray, y: np.ndarray, n_train: int
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(loss, outputs) of one batch of a classifier, regression or density model;
+        Bayesian models: -ELBO per training event (outputs at the posterior mean are only
+        computed outside training, for the validation metrics)."""
+        xt = to_input(x, self.card)
+        kind = self._loss_kind()
+        if kind == "nll":
+            return model(xt).mean(), None
+        if kind == "elbo":
+            out = None if model.training else model(xt)
+            return model.negative_elbo(xt, self._targets(y), n_train), out
+        out = model(xt)
+        return self._loss(out, self._targets(y), x), out
+
     def _penalty(self, model: nn.Module) -> torch.Tensor | float:
         if self.spec.sparsity_l1 <= 0:
             return 0.0
@@ -276,17 +305,24 @@ class Trainer:
         abs_err: list[np.ndarray] = []
         with torch.no_grad():
             for x, y in split.batches(1024):
-                out = model(to_input(x, self.card))
                 yt = self._targets(y)
-                total += float(self._loss(out, yt, x, model)) * len(y)
-                n += len(y)
                 if self.card.task == "anomaly":
+                    out = model(to_input(x, self.card))
+                    total += float(self._loss(out, yt, x, model)) * len(y)
+                    n += len(y)
+                    continue
+                loss, out = self._batch_loss(model, x, y, self._n_train)
+                total += float(loss) * len(y)
+                n += len(y)
+                if out is None:
                     continue
                 if self.card.task == "classification":
                     correct += int((out.argmax(1) == yt).sum())
                 else:
                     abs_err.append(((out[:, 0] - yt) * self.card.data.target_scale).numpy())
         metrics = {}
+        if self._loss_kind() == "nll":
+            return total / n, metrics
         if self.card.task == "classification":
             metrics["val_accuracy"] = correct / n
         elif self.card.task == "regression":
@@ -308,6 +344,7 @@ class Trainer:
         self._load_teacher()
         self._setup_adversary(splits["train"])
         augment = augmenter(self.card)
+        self._n_train = len(splits["train"])
         model = self._build()
         n_epochs = epochs or self.spec.epochs
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0,
@@ -426,8 +463,7 @@ class Trainer:
                 loss = self._anomaly_loss(model, to_input(x, self.card),
                                           batch[2] if keys else None, train_adversary=True)
             else:
-                out = model(to_input(x, self.card))
-                loss = self._loss(out, self._targets(y), x)
+                loss, _ = self._batch_loss(model, x, y, len(train))
             if not torch.isfinite(loss):
                 raise TrigkitError(
                     f"{self.card.name}: loss became {loss.item()} at epoch {epoch + 1} step "

@@ -1,5 +1,7 @@
 """The offline domain's data for the training core, registered in :mod:`trigkit.core.registry`:
 
+- source ``dijet`` and format ``dijet`` (:mod:`trigkit.offline.dijet`, a resonance toy for
+  CWoLa and ANODE searches);
 - sources ``jets`` (:mod:`trigkit.offline.jets`), ``monojet`` and ``monojet_hist``
   (:mod:`trigkit.offline.monojet`), ``electrons`` (:mod:`trigkit.offline.electrons`), each
   generated once and cached by the hash of its settings;
@@ -36,6 +38,16 @@ from trigkit.learn.data import (
     split_indices,
 )
 
+from .dijet import (
+    DATA_BACKGROUND,
+    DijetConfig,
+    features,
+    in_sr,
+    injected,
+    read_dijet_h5,
+    scaled_mass,
+    write_dijet_h5,
+)
 from .electrons import ElectronConfig, write_electrons_h5
 from .histograms import (
     HistBinning,
@@ -62,6 +74,11 @@ def generated_file(card: ModelCard, cache_dir: Path, progress: bool = False) -> 
 
         def write(path: Path) -> None:
             write_jets_h5(path, cfg, d.sample, d.events, d.seed, progress=progress)
+    elif source == "dijet":
+        cfg = DijetConfig.from_dict(dict(d.generator))
+
+        def write(path: Path) -> None:
+            write_dijet_h5(path, cfg, d.events, d.seed)
     elif source == "monojet":
         cfg = MonojetConfig.from_dict(dict(d.generator))
 
@@ -109,6 +126,35 @@ def load_jet_images(card: ModelCard, path: Path, streaming: bool | None = None) 
     splits = split_arrays(card, path, input_codes(card, x), target, usable, extra)
     for sp in splits.values():
         sp.context["pixel_size"] = pixel_size
+    return splits
+
+
+def load_dijet(card: ModelCard, path: Path, streaming: bool | None = None) -> dict[str, Split]:
+    """The dijet toy's data at the card's injected signal fraction (``evaluation.hunt.fraction``,
+    0 without a hunt) split row by row. Classifiers (CWoLa) learn signal region (1) against
+    sidebands (0) from the 4 features; density models (ANODE) read the features and the
+    scaled mass as the last column, and train and validate on the sidebands only (the test
+    split keeps every event). Truth ``mjj`` and ``is_signal`` are kept."""
+    cfg = DijetConfig.from_dict(dict(card.data.generator))
+    events = read_dijet_h5(path)
+    reference = {k: v[events["part"] == DATA_BACKGROUND] for k, v in events.items()}
+    hunt = card.evaluation.hunt
+    data = injected(events, hunt.fraction if hunt is not None else 0.0)
+    x = features(data, reference)
+    sr = in_sr(data["mjj"], cfg)
+    if card.task == "density":
+        x = np.concatenate([x, scaled_mass(data["mjj"], cfg)[:, None]], axis=1)
+        target = np.zeros(len(x), np.int64)
+    else:
+        target = sr.astype(np.int64)
+    check_shape(card, x.shape[1:], path)
+    splits = split_arrays(card, path, x, target, np.ones(len(x), bool),
+                          {"mjj": data["mjj"], "is_signal": data["label"]})
+    if card.task == "density":
+        for name in ("train", "val"):
+            splits[name] = splits[name].subset(~in_sr(splits[name].extra["mjj"], cfg))
+    for sp in splits.values():
+        sp.context["dijet"] = cfg
     return splits
 
 
@@ -268,8 +314,8 @@ def histogram_sets(card: ModelCard, pools: dict, r: int, s_over_sqrt_b: float, n
     return poisson_significance(x, shape), np.asarray(y, np.int64), x
 
 
-for _name, _fmt in (("jets", "jet_images"), ("monojet", "table"), ("electrons", "table"),
-                    ("monojet_hist", "histograms")):
+for _name, _fmt in (("jets", "jet_images"), ("dijet", "dijet"), ("monojet", "table"),
+                    ("electrons", "table"), ("monojet_hist", "histograms")):
     registry.register_source(registry.DataSource(_name, _fmt, generated_file))
 registry.register_format(registry.InputFormat("jet_images", load_jet_images,
                                               prepare_file=converted_jet_file,
@@ -277,4 +323,5 @@ registry.register_format(registry.InputFormat("jet_images", load_jet_images,
 registry.register_format(registry.InputFormat("table", load_table, file_suffixes=TABLE_SUFFIXES,
                                               signed_codes=True, read_inputs=table_rows))
 registry.register_format(registry.InputFormat("histograms", load_histograms))
+registry.register_format(registry.InputFormat("dijet", load_dijet))
 registry.register_augmentation("jet_symmetries", "jet_images", augment)

@@ -57,7 +57,8 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
     study tables (S/sqrt(B) scan, tagging, feature importance, efficiency vs pT, GAN)."""
     lines = ["## Physics on the test events", ""]
     if baseline.get("observable"):
-        lines += [f"Baseline: a cut on **{baseline['observable']}** (the best single observable, "
+        use = "a fit of" if "calibration" in baseline["observable"] else "a cut on"
+        lines += [f"Baseline: {use} **{baseline['observable']}** (the best single observable, "
                   "chosen on the validation split), on the same events.", ""]
     per, per_b = metrics.get("per_class", {}), baseline.get("per_class", {})
     if per:
@@ -101,8 +102,16 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
                        ("eff_vs_pt", "Efficiency at the fake-rate point versus pT")):
         if key in metrics:
             lines += [f"## {title}", "", *_study_table(metrics[key]), ""]
+    if "uncertainty" in metrics:
+        lines += _uncertainty_lines(metrics["uncertainty"], variants)
+    if "hunt" in metrics:
+        lines += _hunt_lines(metrics["hunt"], "this model")
+    for name, v in variants.items():
+        if "hunt" in v.get("metrics", {}):
+            lines += _hunt_lines(v["metrics"]["hunt"], f"variant {name}")
     gan = {k: v for k, v in metrics.items() if isinstance(v, dict) and k not in (
-        "per_class", "auc_vs_s_over_sqrt_b", "tagging", "permutation_importance", "eff_vs_pt")}
+        "per_class", "auc_vs_s_over_sqrt_b", "tagging", "permutation_importance", "eff_vs_pt",
+        "uncertainty", "hunt")}
     if gan:
         lines += ["## Distribution comparison (network = generated vs real; baseline = two "
                   "halves of the real sample)", "", "| quantity | statistic | network | "
@@ -113,6 +122,78 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
                     lines.append(f"| {q} | {stat} | {_fmt(v)} | "
                                  f"{_fmt(baseline.get(q, {}).get(stat))} |")
         lines.append("")
+    return lines
+
+
+#: Calibration numbers of a Bayesian regression, in table order.
+_CALIBRATION_NAMES = {
+    "pull_width": "pull width (std of Phi^-1(PIT); 1 = calibrated)",
+    "pull_width_robust": "pull width, robust (1.4826 x MAD)",
+    "pull_mean": "pull mean",
+    "coverage_68": "coverage of the central 68 % interval",
+    "coverage_95": "coverage of the central 95 % interval",
+    "gaussian_pull_width": "width of (true - mean) / std",
+    "mean_sigma": "mean predicted sigma",
+    "mean_sigma_epistemic": "mean epistemic sigma (spread of the sampled means)",
+    "rms_residual": "RMS of (true - predicted mean)",
+}
+
+
+def _uncertainty_lines(unc: dict[str, Any], variants: dict[str, Any]) -> list[str]:
+    """The Bayesian section: calibration (regression) or score spread per training size."""
+    lines = ["## Bayesian uncertainty (weight posterior sampled "
+             f"{unc.get('samples')} times per event)", ""]
+    if "pull_width" in unc:
+        lines += ["| quantity | value |", "|---|---|"]
+        lines += [f"| {label} | {_fmt(unc[k])} |" for k, label in _CALIBRATION_NAMES.items()
+                  if k in unc]
+        lines += ["", "Calibration in bins of the predicted sigma:", "",
+                  *_study_table(unc.get("calibration", {})), ""]
+        return lines
+    rows = {"this model": unc} | {n: v["metrics"]["uncertainty"] for n, v in variants.items()
+                                  if "uncertainty" in v.get("metrics", {})}
+    lines += ["Per-event spread (standard deviation over weight samples) of the score, by "
+              "training-set size:", "", "| run | training events | mean spread | median "
+              "spread | AUC of the mean score |", "|---|---|---|---|---|"]
+    for name, u in sorted(rows.items(), key=lambda kv: kv[1].get("train_events", 0)):
+        lines.append(f"| {name} | {u.get('train_events')} | {_fmt(u.get('mean_spread'))} | "
+                     f"{_fmt(u.get('median_spread'))} | {_fmt(u.get('auc_of_mean_score'))} |")
+    return lines + [""]
+
+
+def _hunt_column_rank(column: str) -> tuple[int, str]:
+    """Table order: counts, the bump hunt, the supervised reference, the method, AUCs."""
+    for rank, start in enumerate(("signal in SR", "S/B in SR", "Z bump hunt", "Z supervised",
+                                  "Z ")):
+        if column.startswith(start):
+            return rank, column
+    return 9, column
+
+
+def _hunt_lines(hunt: dict[str, Any], who: str) -> list[str]:
+    """The resonance search: significance per injected fraction, truth after the cuts."""
+    sr = hunt.get("sr_gev", ["?", "?"])
+    table = hunt.get("table", {})
+    cols = sorted({c for row in table.values() for c in row}, key=_hunt_column_rank)
+    ordered = {f: {c: row.get(c) for c in cols} for f, row in table.items()}
+    truth = hunt.get("truth_after_cut", {})
+    s_over_sqrt_b = {f: {k: v.get("s_over_sqrt_b") for k, v in cuts.items()}
+                     for f, cuts in truth.items()}
+    estimates = {f: {k: f"{v['background estimate']:.0f} (true {v['background']})"
+                     for k, v in cuts.items() if "background estimate" in v}
+                 for f, cuts in truth.items()}
+    lines = [f"## Resonance search: {hunt.get('method')} ({who})", "",
+             f"Signal region {sr[0]:g}-{sr[1]:g} GeV, {hunt.get('folds')} folds; each cut "
+             "keeps the given share of the signal-region events; Z is the Poisson significance "
+             "of the signal-region count over the background from the sideband fit (ANODE: "
+             "times the background efficiency from the sideband flow). Rows: injected signal "
+             "fraction (signal / background events over the whole mass range).", "",
+             *_study_table(ordered), "",
+             "True S / sqrt(B) in the signal region after each cut (what a perfect background "
+             "estimate would give):", "", *_study_table(s_over_sqrt_b), ""]
+    if any(estimates.values()):
+        lines += ["ANODE's background estimate after the cut (true background):", "",
+                  *_study_table(estimates), ""]
     return lines
 
 

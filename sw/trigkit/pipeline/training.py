@@ -30,6 +30,7 @@ from trigkit.core.plots import plot_curves, plot_training_history
 from trigkit.core.report import read_report, update_report
 from trigkit.evaluate import evaluate_model
 from trigkit.evaluate.offline import pt_bin_centres
+from trigkit.evaluate.uncertainty import plot_spread_vs_size
 from trigkit.learn.data import Split, input_codes, load_splits
 from trigkit.learn.gan import sample
 from trigkit.learn.models import count_parameters, weight_memory_bits, weight_tensors
@@ -49,7 +50,8 @@ STOPPED_BY = {"early_stopping": "early_stopping", "completed": "epochs", "time_b
 HEADLINE_METRICS = (
     "accuracy", "auc", "eff_at_baseline_fake_rate", "eff_prompt_above_threshold",
     "eff_nonpointing", "fake_rate_hz", "sigma_core_cm", "mean_cm", "tail_frac_8cm",
-    "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "inv_jsd_at_50pct_bkg_eff")
+    "bkg_rejection_at_sig_eff", "eff_at_fake_rate", "inv_jsd_at_50pct_bkg_eff", "rms",
+    "mean_log_density_sb")
 
 
 def headline(name: str, result: dict) -> list[str]:
@@ -136,8 +138,26 @@ def train_variants(card: ModelCard, progress: bool = False, fresh: bool = False,
     if results and all("eff_vs_pt" in r["metrics"] for r in results.values()):
         plots = read_report(out).get("plots", [])
         fields["plots"] = sorted({*plots, _plot_variant_efficiencies(card, results, out)})
+    spread = _plot_spread_vs_training_size(card, results, out)
+    if spread:
+        fields["plots"] = sorted({*fields.get("plots", read_report(out).get("plots", [])),
+                                  spread})
     update_report(out, fields)
     return results
+
+
+def _plot_spread_vs_training_size(card: ModelCard, results: dict, out: Path) -> str | None:
+    """Bayesian classifiers: the mean score spread of the model and of its variants versus
+    their training events (None when fewer than two have one)."""
+    runs = {"this model": read_report(out).get("metrics", {}).get("uncertainty", {})} | {
+        name: r["metrics"].get("uncertainty", {}) for name, r in results.items()}
+    runs = {k: v for k, v in runs.items() if "mean_spread" in v and "train_events" in v}
+    if len(runs) < 2:
+        return None
+    path = out / PLOTS / "spread_vs_training_size.png"
+    plot_spread_vs_size({k: v["train_events"] for k, v in runs.items()},
+                        {k: v["mean_spread"] for k, v in runs.items()}, path, card.name)
+    return str(path.relative_to(out))
 
 
 def _plot_variant_efficiencies(card: ModelCard, results: dict, out: Path) -> str:
