@@ -195,3 +195,32 @@ def test_tfc_2w2a_verilog_is_exact_under_cocotb(tfc):
     res = run_cocotb("tfc_2w2a", tfc["root"] / "hw", vectors, tfc["root"] / "sim",
                      gap_vectors=64, reset_vectors=32)
     assert res["passed"] and res["rtl_vs_ref"] == 0 and res["vectors"] == N_INPUTS
+
+
+def test_tfc_one_bit_versions(tmp_path):
+    """1-bit weights and activations (BipolarQuant): exact in the reference (= QONNX = Brevitas)
+    and the RTL trace; hls4ml gets 1-bit weights right (1w2a, C simulation exact) but not 1-bit
+    activations, which its check refuses by name."""
+    from brevitas_zoo import bnn_pynq_fc
+
+    x = np.random.default_rng(3).uniform(0, 1, size=(128, 1, 28, 28)).astype(np.float32)
+    for config in ("tfc_1w1a", "tfc_1w2a"):
+        net = bnn_pynq_fc(config)
+        onnx = tmp_path / f"{config}.onnx"
+        mw = brevitas_to_qonnx(net, torch.zeros(1, 1, 28, 28), onnx)
+        assert "BipolarQuant" in {n.op_type for n in mw.graph.node}
+        ref = ReferenceModel(onnx)
+        y = ref.predict(x)
+        assert count_mismatches(qonnx_execute(onnx, ref.to_graph_layout(x)), y) == 0
+        assert count_mismatches(_brevitas(net, x), y) == 0
+        y_int, exp = ref.predict_int(x)
+        if config == "tfc_1w1a":
+            comb, _ = trace_reference(ref, None, None)
+            codes = ref.graph.input_codes(ref.to_graph_layout(x))
+            assert count_code_mismatches(comb, ref, codes, 2, True) == (0, len(x))
+            with pytest.raises(TrigkitError, match=r"BipolarQuant.*binary activation.*fix: use "
+                                                   r"activations of 2 bits"):
+                check_hls_compatible(ref_graph_model(onnx))
+        else:
+            project = build_hls_project(onnx, tmp_path / "prj")
+            assert count_mismatches(project.predict(ref.hls_input(x)), y_int * 2.0**exp) == 0

@@ -44,9 +44,9 @@ from trigkit.core.errors import TrigkitError
 
 from .fixedpoint import po2_exponent
 from .ops import check_handlers, check_nodes
-from .reference import IntegerGraph, graph_io_problem, prove_affine_chain
+from .reference import IntegerGraph, graph_io_problem, is_firmware_cut, prove_affine_chain
 
-_QUANT_OPS = ("Quant",)
+_QUANT_OPS = ("Quant", "BipolarQuant")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +260,32 @@ def _grid_quant(mw, node, an: _Analysis, graph_input: str) -> None:
         an.precisions[graph_input] = p.precision()
 
 
+def _grid_bipolar(mw, node, an: _Analysis, graph_input: str) -> None:
+    """BipolarQuant: values -scale / +scale (codes -1 / +1)."""
+    scale = _init(mw, node.input[1])
+    exponent = None if scale is None or scale.size != 1 else po2_exponent(float(scale.ravel()[0]))
+    if exponent is None:
+        raise _fail(node, "its scale is not one constant power of two", "use a power-of-two "
+                    "scale (scaling_const = 1, 0.5, ...)", mw)
+    p = _QuantParams(exponent, 2, True, True, "AP_RND_CONV", "AP_SAT_SYM")
+    out = node.output[0]
+    an.grids[out] = Grid(-exponent, -1, 1)
+    an.precisions[out] = p.precision()
+    value = _init(mw, node.input[0])
+    if value is not None:
+        an.quant_consts[out] = (np.where(value >= 0, 1, -1).astype(np.int64), p)
+    elif node.input[0] == graph_input and not is_firmware_cut(mw):
+        raise _fail(node, "a BipolarQuant on the raw graph input (0/1 data would become all +1)",
+                    "quantise 0/1 inputs with an unsigned 2-bit quantiser of scale 1, or map "
+                    "them to -1/+1 first (2 x - 1)", mw)
+    else:
+        raise _fail(node, "hls4ml 1.3 turns a BipolarQuant activation into its binary "
+                    "activation, which differs from QONNX (measured on Brevitas' TFC 1w1a: "
+                    "300 of 300 outputs differ in the C simulation)", "use activations of 2 "
+                    "bits or more for hls4ml (reference and RTL compute 1-bit activations "
+                    "exactly)", mw)
+
+
 def _grid_weighted(mw, node, an: _Analysis, g: Grid) -> None:
     """Conv / MatMul: the exact accumulator range against the integer weights."""
     out, w_name = node.output[0], node.input[1]
@@ -326,7 +352,7 @@ def _check_exact(node, an: _Analysis, g_in: Grid, g: Grid) -> Grid:
         return _check_float32(node, g)
     if "chain_quant" in op.attrs:
         chain = [(m.kind, an.constants[m.inputs[1]]) for m in op.attrs["chain"]]
-        why = prove_affine_chain(chain, an.constants, op.attrs["chain_quant"].attrs, -g_in.frac,
+        why = prove_affine_chain(chain, an.constants, op.attrs["chain_quant"], -g_in.frac,
                                  max(g_in.hi, -g_in.lo))
         if why is not None:
             raise _fail(node, why, "quantise the affine constants (a batch norm's scale and "
@@ -379,7 +405,8 @@ def _grid_mul(mw, node, an: _Analysis, g: Grid) -> None:
 
 
 #: Grid rule of each op of trigkit.firmware.ops (Quant is handled by :func:`_grid_quant`).
-_GRID_RULES = {"Quant": None, "Conv": _grid_weighted, "MatMul": _grid_weighted,
+_GRID_RULES = {"Quant": None, "BipolarQuant": None, "Conv": _grid_weighted,
+               "MatMul": _grid_weighted,
                "Relu": _grid_relu, "MaxPool": _grid_maxpool, "Flatten": _grid_same,
                "Reshape": _grid_same, "Transpose": _grid_same, "Add": _grid_add,
                "Sub": _grid_add, "Mul": _grid_mul, "Div": _grid_mul}
@@ -403,6 +430,9 @@ def _analyse(mw) -> _Analysis:
     an.chains = {op.output: op for op in lowered.ops if "chain" in op.attrs}
     an.constants = lowered.constants
     for node in graph.node:
+        if node.op_type == "BipolarQuant":
+            _grid_bipolar(mw, node, an, inputs[0])
+            continue
         if node.op_type in _QUANT_OPS:
             _grid_quant(mw, node, an, inputs[0])
             continue

@@ -83,6 +83,9 @@ OPS: dict[str, OpSpec] = {op.op_type: op for op in (
            {"signed": any_value, "narrow": any_value,
             "rounding_mode": equal("ROUND", "rounding mode")},
            "use ROUND (half to even), Brevitas' default", max_inputs=4),
+    OpSpec("BipolarQuant", "1-bit quantiser: x >= 0 -> +scale, else -scale (power-of-two "
+           "scale); weights and activations, not the raw graph input", min_inputs=2,
+           max_inputs=2),
     OpSpec("Conv", "2-D convolution (1-D as 2-D of width 1) against quantised constant "
            "weights, optionally plus a quantised constant bias",
            {"kernel_shape": two_dims, "strides": any_value, "pads": any_value,
@@ -125,13 +128,8 @@ _OP_FIXES = {
     "brevitas.export.export_qonnx (QONNX Quant nodes) instead of export_onnx_qcdq",
     "DequantizeLinear": "QCDQ-style ONNX is not supported: export with "
     "brevitas.export.export_qonnx (QONNX Quant nodes) instead of export_onnx_qcdq",
-    "BipolarQuant": "quantise binary (0/1) inputs with an unsigned 2-bit quantiser of scale 1, "
-    "as trigkit.learn.models does, so that they export as a plain Quant",
 }
 _OP_PROBLEMS = {
-    "BipolarQuant": "BipolarQuant maps x >= 0 to +scale and x < 0 to -scale, and Brevitas "
-    "exports every 1-bit quantiser, also an unsigned {0, 1} one, as BipolarQuant: a 0/1 hit "
-    "image would become all +1",
 }
 
 

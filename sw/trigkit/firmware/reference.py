@@ -46,6 +46,10 @@ _MAX_PROOF_BOUND = 1 << 20
 _MAX_EXACT_INT = 1 << 62
 #: Element-wise arithmetic with a second operand (a constant, or for Add / Sub a tensor).
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
+#: Metadata key of graphs cut to their firmware part (:func:`firmware_model`).
+FIRMWARE_CUT_KEY = "trigkit.firmware_cut"
+#: Quantisers: their outputs are on a power-of-two grid.
+QUANT_KINDS = ("Quant", "BipolarQuant")
 
 
 @dataclass
@@ -167,6 +171,25 @@ class IntegerGraph:
                 return
             self.ops.append(_Op("Quant", where, [node.input[0]], node.output[0], attrs))
             return
+        if node.op_type == "BipolarQuant":
+            scale = inits[1]
+            if scale is None or np.asarray(scale).size != 1:
+                raise TrigkitError(f"{where}: the scale must be one constant power of two")
+            attrs.update(exp=_exponent(float(np.asarray(scale).ravel()[0]), where), bits=2,
+                         signed=1, narrow=1)  # codes -1 / +1
+            if inits[0] is not None:  # 1-bit weights
+                signs = np.where(np.asarray(inits[0]) >= 0, 1, -1).astype(np.int64)
+                self.constants[node.output[0]] = IntTensor(signs, attrs["exp"], 1)
+                return
+            if node.input[0] == mw.graph.input[0].name and not is_firmware_cut(mw):
+                raise TrigkitError(
+                    f"{where}: a BipolarQuant on the raw graph input maps x >= 0 to +1 and x < 0 "
+                    "to -1, and Brevitas exports every 1-bit quantiser, also an unsigned {0, 1} "
+                    "one, as BipolarQuant: 0/1 data (hit images) would become all +1; fix: "
+                    "quantise 0/1 inputs with an unsigned 2-bit quantiser of scale 1 (as "
+                    "trigkit.learn.models does), or map them to -1/+1 first (2 x - 1)")
+            self.ops.append(_Op("BipolarQuant", where, [node.input[0]], node.output[0], attrs))
+            return
         inputs = [node.input[0]]
         if node.op_type in ("Conv", "MatMul"):
             for extra in node.input[1:]:
@@ -197,7 +220,7 @@ class IntegerGraph:
         for n, op in enumerate(self.ops):
             if op.inputs[0] != name:
                 continue
-            if op.kind == "Quant":
+            if op.kind in QUANT_KINDS:
                 self.input_exp = int(op.attrs["exp"])
                 self.input_quant = op
                 self.firmware_input = op.output if arithmetic else self.input_name
@@ -255,7 +278,7 @@ class IntegerGraph:
                 users = consumers.get(cur.output, [])
                 if len(users) != 1:
                     break
-                if users[0].kind == "Quant":
+                if users[0].kind in QUANT_KINDS:
                     for member in chain:
                         member.attrs["chain"] = chain
                     op.attrs["chain_quant"] = users[0]
@@ -498,9 +521,10 @@ def firmware_model(model_wrapper):
     keep_from = graph.ops.index(graph.input_quant)
     keep = {op.output for op in graph.ops[keep_from:graph.firmware_end]}
     for node in list(mw.graph.node):
-        if node.output[0] not in keep and not (node.op_type == "Quant"
+        if node.output[0] not in keep and not (node.op_type in QUANT_KINDS
                                                and mw.get_initializer(node.input[0]) is not None):
             mw.graph.node.remove(node)
+    mw.model.metadata_props.add(key=FIRMWARE_CUT_KEY, value="1")
     for port, name in ((mw.graph.input[0], start), (mw.graph.output[0], end)):
         port.CopyFrom(_value_info(name, mw.get_tensor_shape(name)))
         for vi in [vi for vi in mw.graph.value_info if vi.name == name]:
@@ -508,11 +532,22 @@ def firmware_model(model_wrapper):
     return cleanup_model(mw)
 
 
+def is_firmware_cut(mw) -> bool:
+    """True for a graph made by :func:`firmware_model` (its input is the input quantiser's)."""
+    return any(p.key == FIRMWARE_CUT_KEY for p in mw.model.metadata_props)
+
+
 def _value_info(name: str, shape: list[int]):
     """A float tensor value info (ONNX) of ``name`` and ``shape``."""
     from onnx import TensorProto, helper
 
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _op_bipolar(op: _Op, t) -> IntTensor:
+    """BipolarQuant: +1 where x >= 0, else -1, times the power-of-two scale."""
+    x = t.ints if isinstance(t, IntTensor) else np.asarray(t)
+    return IntTensor(np.where(x >= 0, 1, -1).astype(np.int8), int(op.attrs["exp"]), 1)
 
 
 def graph_io_problem(n_inputs: int, n_outputs: int) -> str:
@@ -549,7 +584,7 @@ def _is_const_arith(op: _Op, constants: dict) -> bool:
     return op.kind in ELEMENTWISE_OPS and all(i in constants for i in op.inputs[1:])
 
 
-def prove_affine_chain(chain: list, constants: dict, quant_attrs: dict, exp: int,
+def prove_affine_chain(chain: list, constants: dict, quant: _Op, exp: int,
                        bound: int) -> str | None:
     """Why exact arithmetic + the Quant differs from QONNX's float32 chain + the Quant for
     some integer input ``x * 2**exp`` with ``|x| <= bound`` (None: they agree on every one).
@@ -559,11 +594,11 @@ def prove_affine_chain(chain: list, constants: dict, quant_attrs: dict, exp: int
     if bound > _MAX_PROOF_BOUND:
         return (f"its inputs span +-{bound}, too many to prove the chain exact (at most "
                 f"+-{_MAX_PROOF_BOUND})")
-    x, a = affine_chain_codes(chain, quant_attrs, exp, bound)
+    x, a = affine_chain_codes(chain, quant, exp, bound)
     floats = (x.astype(np.float64) * 2.0**exp).astype(np.float32)
     for kind, c in chain:
         floats = _float_arith(_Op(kind, "proof", [], "", {}), floats, c)
-    b = IntegerGraph._op_quant(_Op("Quant", "proof", [], "", quant_attrs), floats).ints
+    b = _KERNELS[quant.kind](quant, floats).ints
     a, b = np.broadcast_arrays(a, b.astype(np.int64))
     bad = np.argwhere(a != b)
     if bad.size == 0:
@@ -574,7 +609,7 @@ def prove_affine_chain(chain: list, constants: dict, quant_attrs: dict, exp: int
             f"of the exact {a[where]}")
 
 
-def affine_chain_codes(chain: list, quant_attrs: dict, exp: int, bound: int
+def affine_chain_codes(chain: list, quant: _Op, exp: int, bound: int
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``x`` (-bound .. bound, shaped to broadcast over the chain's constants) and the
     quantised codes the exact chain + Quant gives for ``x * 2**exp``."""
@@ -586,8 +621,7 @@ def affine_chain_codes(chain: list, quant_attrs: dict, exp: int, bound: int
         op = _Op(kind, "proof", [], "", {})
         exact = _op_add(op, exact, c, exact=True) if kind in ("Add", "Sub") else _op_mul(
             op, exact, c, exact=True)
-    q = _Op("Quant", "proof", [], "", quant_attrs)
-    return x, IntegerGraph._op_quant(q, exact).ints.astype(np.int64)
+    return x, _KERNELS[quant.kind](quant, exact).ints.astype(np.int64)
 
 
 def _check_chain(op: _Op, t: IntTensor, constants: dict) -> None:
@@ -598,7 +632,7 @@ def _check_chain(op: _Op, t: IntTensor, constants: dict) -> None:
         return
     quant = op.attrs["chain_quant"]
     chain = [(m.kind, constants[m.inputs[1]]) for m in op.attrs["chain"]]
-    why = prove_affine_chain(chain, constants, quant.attrs, t.exp, t.bound)
+    why = prove_affine_chain(chain, constants, quant, t.exp, t.bound)
     if why is not None:
         raise TrigkitError(f"{op.name}: {why}; fix: quantise the affine constants (a batch "
                            "norm's scale and shift) onto power-of-two grids")
@@ -679,6 +713,7 @@ _KERNELS = {
     "Reshape": IntegerGraph._op_reshape, "MaxPool": IntegerGraph._op_maxpool,
     "Conv": IntegerGraph._op_conv, "MatMul": IntegerGraph._op_matmul,
     "Add": _op_add, "Sub": _op_add, "Mul": _op_mul, "Div": _op_mul,
+    "BipolarQuant": _op_bipolar,
 }
 check_handlers("the integer reference", _KERNELS)
 

@@ -231,6 +231,14 @@ def _trace_quant(op, t, exp: int, graph: IntegerGraph):
     return _quant(op, t, exp)
 
 
+def _trace_bipolar(op, t, exp: int, graph: IntegerGraph):
+    """+1 where x >= 0, else -1: one minus twice the sign bit."""
+    out = np.empty(t.shape, dtype=object)
+    for idx, v in np.ndenumerate(_vars_of(t)):
+        out[idx] = 1.0 - 2.0 * v.is_negative()
+    return _wrap(t, out), int(op.attrs["exp"])
+
+
 def _trace_relu(op, t, exp: int, graph: IntegerGraph):
     return t.relu(), exp
 
@@ -298,7 +306,7 @@ def _affine_chain(op, t, exp: int, graph: IntegerGraph):
     chain = [(m.kind, graph.constants[m.inputs[1]]) for m in op.attrs["chain"]]
     flat = _vars_of(t)
     bound = int(max(max(abs(float(v.low)), abs(float(v.high))) for v in flat.ravel()))
-    x, codes = affine_chain_codes(chain, quant.attrs, exp, bound)
+    x, codes = affine_chain_codes(chain, quant, exp, bound)
     # the constants broadcast along the trailing axes (numpy / ONNX rules): align the element
     # index with the codes' axes after the first (extra leading axes of the constants are 1)
     extra = codes.ndim - 1 - flat.ndim
@@ -354,9 +362,9 @@ def _trace_transpose(op, t, exp: int, graph: IntegerGraph):
 
 
 #: How each op of trigkit.firmware.ops is traced: (op, tensor, exponent, graph) -> (out, exp).
-_TRACERS = {"Quant": _trace_quant, "Relu": _trace_relu, "MaxPool": _trace_maxpool,
-            "Conv": _trace_conv, "MatMul": _trace_matmul, "Flatten": _trace_flatten,
-            "Reshape": _trace_reshape, "Transpose": _trace_transpose}
+_TRACERS = {"Quant": _trace_quant, "BipolarQuant": _trace_bipolar, "Relu": _trace_relu,
+            "MaxPool": _trace_maxpool, "Conv": _trace_conv, "MatMul": _trace_matmul,
+            "Flatten": _trace_flatten, "Reshape": _trace_reshape, "Transpose": _trace_transpose}
 #: Ops with a second operand that may be another tensor: (op, tensor, exp, graph, env).
 _BINARY_TRACERS = {"Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul}
 check_handlers("the RTL tracer", {**_TRACERS, **_BINARY_TRACERS})
