@@ -426,9 +426,12 @@ def _analyse(mw) -> _Analysis:
                            f"({', '.join(users)}); fix: feed it to one input Quant node")
     check_nodes(graph.node)  # every op and attribute is declared in trigkit.firmware.ops
     an = _Analysis()
-    lowered = IntegerGraph(mw)  # marks the affine chains (proven, not float32-limited)
-    an.chains = {op.output: op for op in lowered.ops if "chain" in op.attrs}
-    an.constants = lowered.constants
+    try:  # the lowered graph marks the affine chains (proven, not float32-limited)
+        lowered, lowering_error = IntegerGraph(mw), None
+        an.chains = {op.output: op for op in lowered.ops if "chain" in op.attrs}
+        an.constants = lowered.constants
+    except TrigkitError as err:  # reported after the checks below, which name the node
+        lowering_error = err
     for node in graph.node:
         if node.op_type == "BipolarQuant":
             _grid_bipolar(mw, node, an, inputs[0])
@@ -441,6 +444,8 @@ def _analyse(mw) -> _Analysis:
             raise _fail(node, f"its data input {data!r} is a constant",
                         "fold constants with qonnx's cleanup_model()")
         if data not in an.grids:
+            if lowering_error is not None:  # the reference's reason is the precise one
+                raise lowering_error
             what = ("the graph input" if data == inputs[0] else f"tensor {data!r}")
             raise _fail(node, f"{what} is float here (not on a fixed-point grid)",
                         "quantise it first (a QuantIdentity / QuantReLU in the Brevitas model)")
@@ -453,6 +458,8 @@ def _analyse(mw) -> _Analysis:
     out_name = graph.output[0].name
     if out_name not in an.grids:
         raise TrigkitError(f"the graph output {out_name!r} is not on a fixed-point grid")
+    if lowering_error is not None:
+        raise lowering_error
     last = mw.find_producer(out_name)
     if last is not None and last.op_type in ("Add", "Sub") and (
             last.input[1] in an.quant_consts or last.input[1] in inits):

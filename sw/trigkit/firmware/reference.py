@@ -181,13 +181,6 @@ class IntegerGraph:
                 signs = np.where(np.asarray(inits[0]) >= 0, 1, -1).astype(np.int64)
                 self.constants[node.output[0]] = IntTensor(signs, attrs["exp"], 1)
                 return
-            if node.input[0] == mw.graph.input[0].name and not is_firmware_cut(mw):
-                raise TrigkitError(
-                    f"{where}: a BipolarQuant on the raw graph input maps x >= 0 to +1 and x < 0 "
-                    "to -1, and Brevitas exports every 1-bit quantiser, also an unsigned {0, 1} "
-                    "one, as BipolarQuant: 0/1 data (hit images) would become all +1; fix: "
-                    "quantise 0/1 inputs with an unsigned 2-bit quantiser of scale 1 (as "
-                    "trigkit.learn.models does), or map them to -1/+1 first (2 x - 1)")
             self.ops.append(_Op("BipolarQuant", where, [node.input[0]], node.output[0], attrs))
             return
         inputs = [node.input[0]]
@@ -220,6 +213,13 @@ class IntegerGraph:
         for n, op in enumerate(self.ops):
             if op.inputs[0] != name:
                 continue
+            if op.kind == "BipolarQuant" and not arithmetic and not is_firmware_cut(mw):
+                raise TrigkitError(
+                    f"{op.name}: a BipolarQuant on the raw graph input maps x >= 0 to +1 and "
+                    "x < 0 to -1, and Brevitas exports every 1-bit quantiser, also an unsigned "
+                    "{0, 1} one, as BipolarQuant: 0/1 data (hit images) would become all +1; "
+                    "fix: quantise 0/1 inputs with an unsigned 2-bit quantiser of scale 1 (as "
+                    "trigkit.learn.models does), or map them to -1/+1 first (2 x - 1)")
             if op.kind in QUANT_KINDS:
                 self.input_exp = int(op.attrs["exp"])
                 self.input_quant = op
