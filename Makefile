@@ -103,6 +103,7 @@ bench: $(STAMP)
 	$(BIN)/python sw/bench/bench_simulate.py
 	-$(BIN)/python sw/bench/bench_reference.py
 	$(BIN)/python sw/bench/bench_generators.py
+	$(BIN)/python sw/bench/bench_trace.py
 
 clean:
 	rm -rf $(BUILD) sim/sim_build* .pytest_cache .ruff_cache

@@ -64,7 +64,8 @@ def _build(root: Path) -> dict:
     finally:
         os.chdir(cwd)
     onnx_path = root / "build" / NAME / "model.qonnx.onnx"
-    info = write_rtl(NAME, onnx_path, root / "hw" / NAME, clock_ns=3.125, latency_cutoff_ns=100)
+    info = write_rtl(NAME, onnx_path, root / "hw" / NAME, clock_ns=3.125, latency_cutoff_ns=100,
+                     input_bits=1)  # hit images: one bit per strip (the quantiser has 2)
     sim = run_cocotb(NAME, root / "hw" / NAME, root / "build" / NAME / "vectors.npz",
                      root / "sim_build")
     return {"info": info, "sim": sim}

@@ -20,6 +20,11 @@ Conv / MatMul     accum = result = exact range of ``sum(w * x)`` per output chan
                   with ``frac = frac_in + frac_w``; bias type = the same (biases are zero)
 Relu              input grid clipped at 0 (unsigned); ``table`` (unused by ReLU) = result
 MaxPool, Flatten  input type (accum too)
+BipolarQuant      values -1 / +1 times the scale (weights; activations are refused: hls4ml's
+                  binary activation differs from QONNX)
+Add / Sub         exact range on the finer grid of the two operands (a tensor, a quantised
+                  constant or a float constant's exact grid); Mul / Div: by a constant, exact
+                  range; outside a proven affine chain every result must fit float32's 24 bits
 constants         exact type of the stored value (scales, zero points, bit widths)
 Model default     the widest derived type (nothing is expected to use it)
 ================  ==============================================================================
@@ -30,6 +35,9 @@ QONNX and hls4ml evaluate as ``x >= 0 -> +scale, else -scale``: a 0/1 hit image 
 unsigned 2-bit quantiser of scale 1 instead, which exports as a plain ``Quant``.
 
 The project build, its cache and the C simulation are in :mod:`trigkit.firmware.hls`.
+
+Longer than the other modules: one grid rule per declared op (the table above) and the
+derivation of the hls4ml config from those grids belong together.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ quantisers proves every partial sum is an integer below 2**24 (2**53), where tho
 exact; otherwise int64 is used. The result is the same integers either way.
 
 Public API for physicists: ``trigkit.load("build/l0_pointing_tnn").predict(hits)``.
+
+Longer than the other modules: the lowering, one integer kernel per declared op, the proof of
+affine chains (which runs those kernels) and the firmware cut all share the private IntTensor /
+_Op representation and the Quant kernel; split, they would import each other's internals.
 """
 
 from __future__ import annotations

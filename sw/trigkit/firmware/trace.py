@@ -227,11 +227,11 @@ def _conv(op, x, w):
     return _matmul_const(op, cols, wmat).reshape(ho, wo, cout)
 
 
-def _trace_quant(op, t, exp: int, graph: IntegerGraph):
+def _trace_quant(op, t, exp: int, graph: IntegerGraph, env: dict):
     return _quant(op, t, exp)
 
 
-def _trace_bipolar(op, t, exp: int, graph: IntegerGraph):
+def _trace_bipolar(op, t, exp: int, graph: IntegerGraph, env: dict):
     """+1 where x >= 0, else -1: one minus twice the sign bit."""
     out = np.empty(t.shape, dtype=object)
     for idx, v in np.ndenumerate(_vars_of(t)):
@@ -239,11 +239,11 @@ def _trace_bipolar(op, t, exp: int, graph: IntegerGraph):
     return _wrap(t, out), int(op.attrs["exp"])
 
 
-def _trace_relu(op, t, exp: int, graph: IntegerGraph):
+def _trace_relu(op, t, exp: int, graph: IntegerGraph, env: dict):
     return t.relu(), exp
 
 
-def _trace_maxpool(op, t, exp: int, graph: IntegerGraph):
+def _trace_maxpool(op, t, exp: int, graph: IntegerGraph, env: dict):
     if t.ndim != 3:
         raise _fail(op, f"max-pool needs an (H, W, C) tensor, got shape {t.shape}")
     return _maxpool(op, t), exp
@@ -256,7 +256,7 @@ def _weights(op, graph: IntegerGraph):
     return w
 
 
-def _trace_conv(op, t, exp: int, graph: IntegerGraph):
+def _trace_conv(op, t, exp: int, graph: IntegerGraph, env: dict):
     w = _weights(op, graph)
     if t.ndim != 3:
         raise _fail(op, f"convolution needs an (H, W, C) tensor, got {t.shape}")
@@ -334,40 +334,40 @@ def _trace_mul(op, t, exp: int, graph: IntegerGraph, env: dict):
     return _wrap(t, np.asarray(_vars_of(t) * ints.astype(np.float64), dtype=object)), exp + c.exp
 
 
-def _trace_matmul(op, t, exp: int, graph: IntegerGraph):
+def _trace_matmul(op, t, exp: int, graph: IntegerGraph, env: dict):
     w = _weights(op, graph)
     if w.ints.ndim != 2:
         raise _fail(op, f"MatMul weights must be a matrix, got {w.ints.shape}")
     return _matmul_const(op, t.reshape(-1) if t.ndim != 1 else t, w.ints), exp + w.exp
 
 
-def _trace_flatten(op, t, exp: int, graph: IntegerGraph):
+def _trace_flatten(op, t, exp: int, graph: IntegerGraph, env: dict):
     if op.attrs.get("axis", 1) != 1:
         raise _fail(op, f"Flatten axis {op.attrs.get('axis')} (only 1, after the batch)")
     return t.reshape(-1), exp
 
 
-def _trace_reshape(op, t, exp: int, graph: IntegerGraph):
+def _trace_reshape(op, t, exp: int, graph: IntegerGraph, env: dict):
     target = list(op.attrs["shape"])
     if not target or target[0] not in (1, -1, 0):
         raise _fail(op, f"Reshape to {target} changes the batch axis")
     return t.reshape(*[int(d) for d in target[1:]] or [-1]), exp
 
 
-def _trace_transpose(op, t, exp: int, graph: IntegerGraph):
+def _trace_transpose(op, t, exp: int, graph: IntegerGraph, env: dict):
     perm = list(op.attrs.get("perm", []))
     if not perm or perm[0] != 0:
         raise _fail(op, f"Transpose perm {perm} moves the batch axis")
     return t.transpose([p - 1 for p in perm[1:]]), exp
 
 
-#: How each op of trigkit.firmware.ops is traced: (op, tensor, exponent, graph) -> (out, exp).
+#: How each op of trigkit.firmware.ops is traced: (op, tensor, exponent, graph, traced tensors)
+#: -> (out, exp).
 _TRACERS = {"Quant": _trace_quant, "BipolarQuant": _trace_bipolar, "Relu": _trace_relu,
             "MaxPool": _trace_maxpool, "Conv": _trace_conv, "MatMul": _trace_matmul,
-            "Flatten": _trace_flatten, "Reshape": _trace_reshape, "Transpose": _trace_transpose}
-#: Ops with a second operand that may be another tensor: (op, tensor, exp, graph, env).
-_BINARY_TRACERS = {"Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul}
-check_handlers("the RTL tracer", {**_TRACERS, **_BINARY_TRACERS})
+            "Flatten": _trace_flatten, "Reshape": _trace_reshape, "Transpose": _trace_transpose,
+            "Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul}
+check_handlers("the RTL tracer", _TRACERS)
 
 
 def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict | None = None,
@@ -415,10 +415,11 @@ def trace_graph(graph: IntegerGraph, input_bits: int = 1, solver_options: dict |
             env[quant.output] = _affine_chain(op, t, exp, graph)
             done.update(m.output for m in op.attrs["chain"])
             done.add(quant.output)
-        elif op.kind in _BINARY_TRACERS:
-            env[op.output] = _BINARY_TRACERS[op.kind](op, t, exp, graph, env)
+        elif op.kind in _TRACERS:
+            env[op.output] = _TRACERS[op.kind](op, t, exp, graph, env)
         else:
-            env[op.output] = _TRACERS[op.kind](op, t, exp, graph)
+            raise _fail(op, f"op {op.kind} is not supported by the RTL tracer; supported: "
+                        + ", ".join(_TRACERS))
     if graph.firmware_output not in env:
         raise TrigkitError(f"graph output {graph.firmware_output} is not computed by any node")
     out, out_exp = env[graph.firmware_output]
