@@ -51,7 +51,7 @@ import numpy as np
 from trigkit.core.errors import TrigkitError
 
 from .fixedpoint import po2_exponent
-from .ops import check_handlers, check_nodes
+from .ops import CHANNELS_LAST, check_handlers, check_nodes
 from .reference import IntegerGraph, graph_io_problem, is_firmware_cut, prove_affine_chain
 
 _QUANT_OPS = ("Quant", "BipolarQuant")
@@ -328,6 +328,20 @@ def _grid_maxpool(mw, node, an: _Analysis, g: Grid) -> None:
     an.precisions[node.output[0]] = an.accum[node.output[0]] = g.precision()
 
 
+def _grid_avgpool(mw, node, an: _Analysis, g: Grid) -> None:
+    """AveragePool over 2**k elements: the sum's range on a grid 2**k finer."""
+    if node.domain != CHANNELS_LAST:
+        raise _fail(node, "average pooling in NCHW: hls4ml converts only channels-last "
+                    "pooling, and qonnx has no channels-last AveragePool to convert it to",
+                    "use MaxPool for hls4ml (the reference and the RTL compute AveragePool "
+                    "exactly)", mw)
+    kh, kw = _attr(node, "kernel_shape")
+    n = kh * kw
+    out = _check_float32(node, Grid(g.frac + n.bit_length() - 1, g.lo * n, g.hi * n))
+    an.grids[node.output[0]] = out
+    an.precisions[node.output[0]] = an.accum[node.output[0]] = out.precision()
+
+
 def _grid_same(mw, node, an: _Analysis, g: Grid) -> None:
     """Reshapes: the values (and so the grid) pass unchanged."""
     an.grids[node.output[0]] = g
@@ -417,7 +431,8 @@ _GRID_RULES = {"Quant": None, "BipolarQuant": None, "Conv": _grid_weighted,
                "MatMul": _grid_weighted,
                "Relu": _grid_relu, "MaxPool": _grid_maxpool, "Flatten": _grid_same,
                "Reshape": _grid_same, "Transpose": _grid_same, "Add": _grid_add,
-               "Sub": _grid_add, "Mul": _grid_mul, "Div": _grid_mul}
+               "Sub": _grid_add, "Mul": _grid_mul, "Div": _grid_mul,
+               "AveragePool": _grid_avgpool}
 check_handlers("the hls4ml precision analysis", _GRID_RULES)
 
 

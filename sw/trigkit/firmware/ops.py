@@ -53,6 +53,15 @@ def two_dims(value: Any) -> str | None:
         "by trigkit's export cleanup)")
 
 
+def _po2_window(value: Any) -> str | None:
+    """A 2-D window whose size is a power of two (the average is then exact)."""
+    dims = list(value)
+    if len(dims) != 2:
+        return two_dims(value)
+    n = dims[0] * dims[1]
+    return None if n & (n - 1) == 0 else f"window {dims} of {n} elements (not a power of two)"
+
+
 def _batch_first(perm: Any) -> str | None:
     perm = list(perm)
     return None if perm and perm[0] == 0 else f"perm {perm} moves the batch axis"
@@ -100,6 +109,13 @@ OPS: dict[str, OpSpec] = {op.op_type: op for op in (
             "ceil_mode": equal(0, "ceil_mode"), "dilations": each_equal(1, "dilations"),
             "auto_pad": equal("NOTSET", "auto_pad"), "storage_order": equal(0, "storage_order")},
            "use unpadded, undilated pooling with floor mode", channels_last=True),
+    OpSpec("AveragePool", "2-D average pooling (NCHW, as the channels-last cleanup leaves "
+           "it) over a window of a power-of-two size, without padding: the window sum on a "
+           "grid 2**k finer",
+           {"kernel_shape": _po2_window, "strides": any_value, "pads": each_equal(0, "pads"),
+            "ceil_mode": equal(0, "ceil_mode"), "count_include_pad": any_value,
+            "auto_pad": equal("NOTSET", "auto_pad"), "dilations": each_equal(1, "dilations")},
+           "use an unpadded window of 2, 4, 8, ... elements (e.g. 2 x 2) in floor mode"),
     OpSpec("Relu", "max(x, 0)"),
     OpSpec("Flatten", "flatten everything after the batch axis",
            {"axis": equal(1, "axis")}, "flatten from axis 1"),

@@ -548,6 +548,23 @@ def _value_info(name: str, shape: list[int]):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
+def _op_avgpool(op: _Op, t: IntTensor) -> IntTensor:
+    """AveragePool (NCHW) over a window of 2**k elements: the window sum, exponent - k."""
+    kh, kw = op.attrs["kernel_shape"]
+    sh, sw = op.attrs.get("strides", [1, 1])
+    x = t.ints.astype(np.int64)
+    _, _, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    total = np.zeros(x.shape[:2] + (ho, wo), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            total += x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+    bound = t.bound * kh * kw
+    _float32_exact(op, bound)
+    k = (kh * kw).bit_length() - 1
+    return IntTensor(total.astype(storage_dtype(bound)), t.exp - k, bound)
+
+
 def _op_bipolar(op: _Op, t) -> IntTensor:
     """BipolarQuant: +1 where x >= 0, else -1, times the power-of-two scale."""
     x = t.ints if isinstance(t, IntTensor) else np.asarray(t)
@@ -717,7 +734,7 @@ _KERNELS = {
     "Reshape": IntegerGraph._op_reshape, "MaxPool": IntegerGraph._op_maxpool,
     "Conv": IntegerGraph._op_conv, "MatMul": IntegerGraph._op_matmul,
     "Add": _op_add, "Sub": _op_add, "Mul": _op_mul, "Div": _op_mul,
-    "BipolarQuant": _op_bipolar,
+    "BipolarQuant": _op_bipolar, "AveragePool": _op_avgpool,
 }
 check_handlers("the integer reference", _KERNELS)
 

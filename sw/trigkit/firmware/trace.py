@@ -239,6 +239,22 @@ def _trace_bipolar(op, t, exp: int, graph: IntegerGraph, env: dict):
     return _wrap(t, out), int(op.attrs["exp"])
 
 
+def _trace_avgpool(op, t, exp: int, graph: IntegerGraph, env: dict):
+    """AveragePool (C, H, W) over 2**k elements: the window sum (adder tree), exponent - k."""
+    kh, kw = op.attrs["kernel_shape"]
+    sh, sw = op.attrs.get("strides", [1, 1])
+    if t.ndim != 3:
+        raise _fail(op, f"average pooling needs a (C, H, W) tensor, got shape {t.shape}")
+    _, h, w = t.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise _fail(op, f"pool window {kh}x{kw} larger than its input {h}x{w}")
+    v = _vars_of(t)
+    parts = [np.asarray(v[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw], dtype=object)
+             for i in range(kh) for j in range(kw)]
+    return _wrap(t, _sum_tree(parts)), exp - ((kh * kw).bit_length() - 1)
+
+
 def _trace_relu(op, t, exp: int, graph: IntegerGraph, env: dict):
     return t.relu(), exp
 
@@ -366,7 +382,8 @@ def _trace_transpose(op, t, exp: int, graph: IntegerGraph, env: dict):
 _TRACERS = {"Quant": _trace_quant, "BipolarQuant": _trace_bipolar, "Relu": _trace_relu,
             "MaxPool": _trace_maxpool, "Conv": _trace_conv, "MatMul": _trace_matmul,
             "Flatten": _trace_flatten, "Reshape": _trace_reshape, "Transpose": _trace_transpose,
-            "Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul}
+            "Add": _trace_add, "Sub": _trace_add, "Mul": _trace_mul, "Div": _trace_mul,
+            "AveragePool": _trace_avgpool}
 check_handlers("the RTL tracer", _TRACERS)
 
 
