@@ -846,11 +846,6 @@ class ReferenceModel:
             return codes.reshape((len(codes), *self.graph.firmware_input_shape[1:]))
         return self.to_graph_layout(codes)
 
-    def graph_input_bits(self, input_bits: int | None) -> int:
-        """Bits of one firmware input code: the front end's feature codes, the input
-        quantiser's codes after preprocessing, else ``input_bits`` (None: the quantiser's)."""
-        return self.firmware_input_format(input_bits, None)[0]
-
     def firmware_input_format(self, input_bits: int | None, input_signed: bool | None
                               ) -> tuple[int, bool]:
         """(bits, signed) of one firmware input code; None takes the input quantiser's."""
