@@ -25,6 +25,7 @@ from trigkit.offline.jetprep import (
 )
 from trigkit.offline.jets import (
     LABEL_NAMES,
+    LABELS,
     JetConfig,
     convert_jet_file,
     generate,
@@ -61,6 +62,11 @@ def test_config_defaults_round_trip_and_derived_pixel():
     ({"mixed_fractions": {"qcd": 1.0, "wjets": 1.0}}, "unknown class 'wjets'"),
     ({"darkphoton_parent_mass_min_gev": 3.0}, "darkphoton_parent_mass_min_gev"),
     ({"qcd_em_fraction": 1.0}, "jets.qcd_em_fraction"),
+    ({"darkshower_r_inv": 1.5}, "jets.darkshower_r_inv"),
+    ({"darkshower_alpha_dark": -0.1}, "jets.darkshower_alpha_dark"),
+    ({"darkshower_pion_rho_mass_ratio": 0.0}, "jets.darkshower_pion_rho_mass_ratio"),
+    ({"darkshower_pion_mass_gev": 60.0}, "dark rho mass"),
+    ({"mixed_fractions": {"qcd": 1.0, "darkshower": -0.1}}, "jets.mixed_fractions.darkshower"),
 ])
 def test_config_errors_name_the_problem(data, words):
     with pytest.raises(ConfigError, match=words):
@@ -68,13 +74,14 @@ def test_config_errors_name_the_problem(data, words):
 
 
 # ---- generator ------------------------------------------------------------------------------
-@pytest.mark.parametrize("sample", ["qcd", "darkphoton", "top", "mixed"])
+@pytest.mark.parametrize("sample", ["qcd", "darkphoton", "top", "darkshower", "mixed"])
 def test_generate_shapes_dtypes_and_truth(sample):
     cfg = JetConfig()
     d = generate(cfg, sample, 300, 5)
     assert d["images"].shape == (300, 2, 25, 25) and d["images"].dtype == np.float32
     assert d["label"].shape == (300,) and d["label"].dtype == np.int64
-    for key in ("jet_pt", "jet_eta", "jet_mass", "n_prongs", "had_fraction"):
+    for key in ("jet_pt", "jet_eta", "jet_mass", "n_prongs", "had_fraction",
+                "invisible_pt_fraction"):
         assert d[key].shape == (300,) and np.isfinite(d[key]).all()
     assert (d["images"] >= 0).all()
     assert d["jet_pt"].min() >= 250 and d["jet_pt"].max() <= 500
@@ -88,7 +95,7 @@ def test_mixed_has_exact_fractions_in_shuffled_order():
     d = generate(JetConfig(), "mixed", 400, 3)
     assert np.bincount(d["label"]).tolist() == [200, 100, 100]
     assert not (np.diff(d["label"]) >= 0).all()  # not sorted
-    prongs = {0: {1}, 1: {1, 2}, 2: {3}}
+    prongs = {0: {1}, 1: {1, 2}, 2: {3}}  # no dark showers in the default mix
     for code, allowed in prongs.items():
         assert set(np.unique(d["n_prongs"][d["label"] == code])) <= allowed
 
@@ -127,11 +134,11 @@ def test_constituents_reproduce_generate_and_are_padded():
 
 
 def test_bad_requests_are_clear_errors():
-    with pytest.raises(TrigkitError, match="allowed: qcd, darkphoton, top, mixed"):
+    with pytest.raises(TrigkitError, match="allowed: qcd, darkphoton, top, darkshower, mixed"):
         generate(JetConfig(), "wjets", 10, 1)
     with pytest.raises(TrigkitError, match="seed"):
         generate(JetConfig(), "qcd", 10, -1)
-    with pytest.raises(TrigkitError, match="allowed: qcd, darkphoton, top$"):
+    with pytest.raises(TrigkitError, match="allowed: qcd, darkphoton, top, darkshower$"):
         generate_constituents(JetConfig(), "mixed", 10, 1)
 
 
@@ -161,7 +168,7 @@ def test_top_mass_peaks_near_175_and_qcd_is_much_lighter(samples):
 
 def test_pixel_pt_follows_jet_pt_and_darkphoton_prongs(samples):
     for kind, d in samples.items():
-        ratio = d["pixel_pt"] / d["jet_pt"]
+        ratio = d["pixel_pt"] / (d["jet_pt"] * (1.0 - d["invisible_pt_fraction"]))
         assert 0.9 < np.median(ratio) < 1.15, kind
     dp = samples["darkphoton"]["n_prongs"]
     assert 0.2 < (dp == 2).mean() < 0.4
@@ -181,6 +188,98 @@ def test_40x40_images():
     assert d["images"].shape == (50, 2, 40, 40)
 
 
+# ---- dark showers (semi-visible jets) -------------------------------------------------------
+def test_darkshower_addition_leaves_the_other_classes_untouched(monkeypatch):
+    """Structural check that the fourth class changes nothing of the first three: the default
+    mixed sample (and any mix without dark showers) is identical with the class list cut back to
+    the original three, the dark-shower settings do not reach other classes, and no other
+    sample calls the dark-shower code."""
+    cfg = JetConfig()
+    three = JetConfig(mixed_fractions={"qcd": 0.4, "darkphoton": 0.35, "top": 0.25})
+    zero = JetConfig(mixed_fractions={"qcd": 0.5, "darkphoton": 0.25, "top": 0.25,
+                                      "darkshower": 0.0})
+    odd = JetConfig(darkshower_mediator_mass_gev=120.0, darkshower_alpha_dark=0.6,
+                    darkshower_r_inv=0.9, darkshower_pion_mass_gev=2.0)
+    now = {"default": generate(cfg, "mixed", 303, 17), "three": generate(three, "mixed", 301, 3),
+           "zero": generate(zero, "mixed", 303, 17), "odd": generate(odd, "mixed", 303, 17)}
+    monkeypatch.setattr(jet_physics, "LABEL_NAMES", ("qcd", "darkphoton", "top"))
+    before = {"default": generate(cfg, "mixed", 303, 17),
+              "three": generate(three, "mixed", 301, 3)}
+    for name, ref in (("default", "default"), ("three", "three"), ("zero", "default"),
+                      ("odd", "default")):
+        for k in before[ref]:
+            np.testing.assert_array_equal(now[name][k], before[ref][k], err_msg=f"{name} {k}")
+    assert not now["default"]["invisible_pt_fraction"].any()
+
+    def forbidden(*args):
+        raise AssertionError("dark-shower code called")
+
+    monkeypatch.setitem(jet_physics._PARTONS, "darkshower", forbidden)
+    for sample in ("qcd", "darkphoton", "top", "mixed"):
+        generate(cfg, sample, 50, 1)
+
+
+def test_darkshower_label_shapes_and_seeds():
+    cfg = JetConfig()
+    a, b, c = (generate(cfg, "darkshower", 200, s) for s in (5, 5, 6))
+    assert a["images"].shape == (200, 2, 25, 25) and (a["label"] == LABELS["darkshower"]).all()
+    assert LABEL_NAMES.index("darkshower") == 3 and LABEL_NAMES[:3] == ("qcd", "darkphoton", "top")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["images"], c["images"])
+    cons = generate_constituents(cfg, "darkshower", 200, 5)
+    np.testing.assert_array_equal(make_images(cfg, cons), a["images"])
+    np.testing.assert_array_equal(cons["invisible_pt_fraction"].astype(np.float32),
+                                  a["invisible_pt_fraction"])
+
+
+def test_mixed_with_a_darkshower_fraction(tmp_path):
+    cfg = JetConfig.from_dict({"mixed_fractions": {"qcd": 0.5, "top": 0.2, "darkphoton": 0.1,
+                                                   "darkshower": 0.2}})
+    d = generate(cfg, "mixed", 500, 8)
+    assert np.bincount(d["label"]).tolist() == [250, 50, 100, 100]
+    ds = d["label"] == LABELS["darkshower"]
+    assert not d["invisible_pt_fraction"][~ds].any()
+    assert 0.1 < d["invisible_pt_fraction"][ds].mean() < 0.3  # some jets lose no meson
+    assert (d["n_prongs"][ds] >= 1).all()
+    path = write_jets_h5(tmp_path / "ds.h5", cfg, "mixed", 500, 8)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["invisible_pt_fraction"][()], d["invisible_pt_fraction"])
+    images, labels, names = read_jet_images(path)
+    assert names[3] == "darkshower" and (labels == d["label"]).all()
+
+
+def test_darkshower_physics(samples):
+    """Many prongs, broad, lighter than the mediator (part of it is invisible)."""
+    cfg = JetConfig()
+    ds, qcd = samples["darkshower"], samples["qcd"]
+    assert ds["n_prongs"].mean() > 3 and ds["n_prongs"].mean() > qcd["n_prongs"].mean() + 2
+    width = {k: image_observables(samples[k]["images"], cfg.pixel)["width"] for k in samples}
+    assert width["darkshower"].mean() > 2 * width["qcd"].mean()
+    assert np.median(width["darkshower"]) > 3 * np.median(width["qcd"])
+    m, m_x = ds["jet_mass"], cfg.darkshower_mediator_mass_gev
+    assert 0.6 * m_x < np.median(m) < m_x and np.median(m) > 2 * np.median(qcd["jet_mass"])
+    assert np.median(ds["pixel_mass"]) < m_x
+    for kind in ("qcd", "darkphoton", "top"):
+        assert not samples[kind]["invisible_pt_fraction"].any()
+    assert 0.1 < ds["invisible_pt_fraction"].mean() < 0.3
+
+
+def test_darkshower_invisible_fraction_follows_r_inv():
+    """The dark system does not depend on r_inv (same seed), so the invisible pT at r_inv
+    against r_inv = 1 (all dark mesons lost) is the pT-weighted invisible share: r_inv within
+    0.03 (statistical spread about 0.01 for 1000 jets)."""
+    d = {r: generate(JetConfig(darkshower_r_inv=r), "darkshower", 1000, 12) for r in (0, 0.3, 1)}
+    assert not d[0]["invisible_pt_fraction"].any()
+    assert (d[1]["n_prongs"] == 1).all() and d[0]["n_prongs"].mean() > 5
+    share = d[0.3]["invisible_pt_fraction"].mean() / d[1]["invisible_pt_fraction"].mean()
+    assert share == pytest.approx(0.3, abs=0.03)
+    assert 0.45 < d[1]["invisible_pt_fraction"].mean() < 0.75  # the dark system's pT share
+    # visible mass: about the mediator mass with nothing invisible, falling with r_inv
+    m = {r: np.median(v["jet_mass"]) for r, v in d.items()}
+    assert m[0] == pytest.approx(200.0, rel=0.08) and m[0] > m[0.3] > m[1]
+
+
 # ---- files ----------------------------------------------------------------------------------
 def test_h5_layout_attributes_and_reproducibility(tmp_path):
     cfg = JetConfig()
@@ -191,8 +290,10 @@ def test_h5_layout_attributes_and_reproducibility(tmp_path):
     with h5py.File(p1) as f:
         assert f["images"].shape == (200, 2, 25, 25) and f["images"].dtype == np.float32
         assert f["label"].dtype == np.int64
-        for k in ("jet_pt", "jet_eta", "jet_mass", "n_prongs", "had_fraction"):
+        for k in ("jet_pt", "jet_eta", "jet_mass", "n_prongs", "had_fraction",
+                  "invisible_pt_fraction"):
             assert f[k].shape == (200,)
+        assert f["invisible_pt_fraction"].attrs["units"] == ""
         assert json.loads(f.attrs["label_names"]) == list(LABEL_NAMES)
         assert JetConfig.from_dict(json.loads(f.attrs["config"])) == cfg
         assert f.attrs["seed"] == 11 and f.attrs["sample"] == "mixed"

@@ -1,4 +1,4 @@
-"""Toy two-layer calorimeter jet images (qcd, top, darkphoton) and jet-image files.
+"""Toy two-layer calorimeter jet images (qcd, darkphoton, top, darkshower) and jet-image files.
 
 :mod:`.config` holds the settings, :mod:`.physics` the shower and calorimeter model,
 :mod:`.files` trigkit's HDF5 layout and the readers of files from elsewhere.

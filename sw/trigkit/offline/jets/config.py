@@ -13,7 +13,7 @@ from trigkit.core.config import from_dict, require_range, to_dict
 from trigkit.core.errors import ConfigError
 
 #: Class names; the label of a jet is its index here.
-LABEL_NAMES = ("qcd", "darkphoton", "top")
+LABEL_NAMES = ("qcd", "darkphoton", "top", "darkshower")
 LABELS = {name: i for i, name in enumerate(LABEL_NAMES)}
 SAMPLES = (*LABEL_NAMES, "mixed")
 #: Preprocessing steps a config may request, in the order they are applied.
@@ -28,14 +28,14 @@ PILEUP_MARGIN = 0.3
 HADRON_MAX_ANGLE = 0.4
 #: Breit-Wigner masses are truncated to this many widths around the pole.
 BW_TRUNCATION = 10.0
-#: Rounds of regeneration for top decays that are not contained in the jet radius.
+#: Rounds of regeneration for top and dark-shower mediator decays not contained in the jet radius.
 MAX_CONTAINMENT_TRIES = 200
 #: Colour factors C_F and C_A.
 CF, CA = 4.0 / 3.0, 3.0
 #: Per-jet arrays written beside the images and their units.
 TRUTH_UNITS = {
     "jet_pt": "GeV", "jet_eta": "", "jet_mass": "GeV", "n_prongs": "", "had_fraction": "",
-    "pixel_pt": "GeV", "pixel_mass": "GeV",
+    "pixel_pt": "GeV", "pixel_mass": "GeV", "invisible_pt_fraction": "",
 }
 #: Dataset names :func:`read_jet_images` tries when none is given.
 IMAGE_KEYS = ("images", "x", "X", "jetImage", "jet_images", "image")
@@ -71,6 +71,16 @@ class JetConfig:
         darkphoton_parent_mass_min_gev, darkphoton_parent_mass_max_gev: mass range (uniform) of
             the parent decaying to two dark photons; sets the prong separation ~ 2 m / pT.
         darkphoton_hadrons_mean: mean number of hadrons per dark-photon decay (at least 2).
+        darkshower_mediator_mass_gev: mass of the heavy mediator X -> q Q_d of a dark-shower
+            jet (its pT is the jet pT).
+        darkshower_alpha_dark: fixed coupling of the dark SU(3) shower of the dark quark Q_d.
+        darkshower_lambda_gev: dark confinement scale Lambda_D: kT cut-off of the dark shower
+            and transverse momentum of the dark mesons about their dark parton.
+        darkshower_pion_mass_gev: dark-pion mass m_pi_D.
+        darkshower_pion_rho_mass_ratio: m_pi_D / m_rho_D (the dark vector meson is heavier).
+        darkshower_vector_fraction: fraction of dark mesons that are vectors (rho_D).
+        darkshower_r_inv: fraction of dark mesons that are stable and invisible (each meson
+            independently); the others decay promptly to a quark pair.
         qcd_em_fraction: mean EM share of a QCD or top jet's energy (hadronic share 1 - this).
         darkphoton_em_fraction: mean EM share of a dark-photon jet (decays in the calorimeter).
         pileup_em_fraction: mean EM share of a pile-up particle.
@@ -114,6 +124,13 @@ class JetConfig:
     darkphoton_parent_mass_min_gev: float = 10.0
     darkphoton_parent_mass_max_gev: float = 40.0
     darkphoton_hadrons_mean: float = 4.0
+    darkshower_mediator_mass_gev: float = 200.0
+    darkshower_alpha_dark: float = 0.3
+    darkshower_lambda_gev: float = 5.0
+    darkshower_pion_mass_gev: float = 5.0
+    darkshower_pion_rho_mass_ratio: float = 0.6
+    darkshower_vector_fraction: float = 0.75
+    darkshower_r_inv: float = 0.3
     qcd_em_fraction: float = 0.35
     darkphoton_em_fraction: float = 0.1
     pileup_em_fraction: float = 0.5
@@ -171,6 +188,7 @@ class JetConfig:
         require_range("jets.darkphoton_parent_mass_max_gev",
                       self.darkphoton_parent_mass_max_gev, self.darkphoton_parent_mass_min_gev)
         require_range("jets.darkphoton_hadrons_mean", self.darkphoton_hadrons_mean, 2.0, 20.0)
+        self._validate_darkshower()
         for name in ("qcd_em_fraction", "darkphoton_em_fraction", "pileup_em_fraction"):
             require_range(f"jets.{name}", getattr(self, name), 0.0, 1.0,
                           lo_open=True, hi_open=True)
@@ -200,6 +218,26 @@ class JetConfig:
             raise ConfigError(
                 f"jets.preprocess {list(self.preprocess)} must list each step once, in the "
                 f"order they are applied: {', '.join(wanted)}"
+            )
+
+    def _validate_darkshower(self) -> None:
+        require_range("jets.darkshower_mediator_mass_gev", self.darkshower_mediator_mass_gev,
+                      0.0, 5000.0, lo_open=True)
+        require_range("jets.darkshower_alpha_dark", self.darkshower_alpha_dark, 0.0, 1.0)
+        require_range("jets.darkshower_lambda_gev", self.darkshower_lambda_gev, 0.0, 100.0,
+                      lo_open=True)
+        require_range("jets.darkshower_pion_mass_gev", self.darkshower_pion_mass_gev, 0.0,
+                      100.0, lo_open=True)
+        require_range("jets.darkshower_pion_rho_mass_ratio",
+                      self.darkshower_pion_rho_mass_ratio, 0.0, 1.0, lo_open=True)
+        require_range("jets.darkshower_vector_fraction", self.darkshower_vector_fraction, 0.0, 1.0)
+        require_range("jets.darkshower_r_inv", self.darkshower_r_inv, 0.0, 1.0)
+        m_rho = self.darkshower_pion_mass_gev / self.darkshower_pion_rho_mass_ratio
+        if m_rho >= 0.5 * self.darkshower_mediator_mass_gev:
+            raise ConfigError(
+                f"jets.darkshower_pion_mass_gev / darkshower_pion_rho_mass_ratio = {m_rho:g} GeV "
+                "(the dark rho mass) must be below half of darkshower_mediator_mass_gev = "
+                f"{self.darkshower_mediator_mass_gev:g}; lower the meson mass or raise the ratio"
             )
 
     @classmethod

@@ -2,7 +2,7 @@
 
 The model (all numbers configurable; see sw/docs/jets.md and :class:`JetConfig`)
 ------------------------------------------------------------------------------
-Three jet classes (labels in :data:`LABEL_NAMES`) at pT 250-500 GeV, |eta| < 2:
+Four jet classes (labels in :data:`LABEL_NAMES`) at pT 250-500 GeV, |eta| < 2:
 
 - ``qcd``: one light quark or gluon showering by soft-collinear emissions (density
   2 C alpha_s / pi dz/z dtheta/theta, kT cut-off, angular ordering, recoil, two generations).
@@ -12,6 +12,11 @@ Three jet classes (labels in :data:`LABEL_NAMES`) at pT 250-500 GeV, |eta| < 2:
 - ``darkphoton``: a hadronically decaying dark photon (0.4-2 GeV), or with probability 0.3 two
   of them from a 10-40 GeV parent (two close-by prongs); no QCD radiation, decays late so the
   deposit is mostly hadronic.
+- ``darkshower`` (semi-visible jet): a 200 GeV mediator X -> q Q_d; the dark quark showers in
+  a dark SU(3) (alpha_dark 0.3, cut-off Lambda_D 5 GeV) into dark pions (5 GeV) and dark rhos
+  (8.3 GeV), whose system D is put on exact X -> q D kinematics (q and D contained like the
+  top); the SM quark showers as in QCD; a fraction r_inv = 0.3 of the mesons are invisible
+  (missing pT along the jet), the others decay to a quark pair each (a soft prong).
 
 Partons become hadrons with a kT ~ 0.35 GeV spread; pile-up adds soft particles uniformly over
 the image. Each particle's energy is split between an EM and a hadronic sampling calorimeter
@@ -20,7 +25,7 @@ the image. Each particle's energy is split between an EM and a hadronic sampling
 preprocessing chain of :mod:`trigkit.jetprep`. Jets are generated in fixed-size chunks with
 random streams spawned from the seed, so a seed always gives the same jets.
 
-Longer than 500 lines: the shower, hadronisation and calorimeter model of the three jet
+Longer than 500 lines: the shower, hadronisation and calorimeter model of the four jet
 classes share private kinematics helpers and one random-stream discipline.
 """
 
@@ -123,6 +128,18 @@ def _jet_pt(cfg: JetConfig, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 # ---- shower, hadronisation, calorimeter -----------------------------------------------------
+@dataclass(frozen=True)
+class _Gauge:
+    """Fixed coupling and kT cut-off of a shower (QCD, or the dark SU(3) of dark showers)."""
+
+    alpha: float
+    kt_min: float
+
+
+def _qcd(cfg: JetConfig) -> _Gauge:
+    return _Gauge(cfg.alpha_s, cfg.shower_kt_min_gev)
+
+
 @dataclass
 class _Partons:
     """Flat parton (or particle) list; ``jet`` indexes the jet in the batch."""
@@ -139,10 +156,10 @@ class _Partons:
 
 
 def _emit(cfg: JetConfig, rng: np.random.Generator, em: _Partons, theta_max: np.ndarray,
-          colour: np.ndarray) -> tuple[_Partons, _Partons, np.ndarray]:
+          colour: np.ndarray, gauge: _Gauge) -> tuple[_Partons, _Partons, np.ndarray]:
     """One generation of soft-collinear emissions from the partons ``em``.
 
-    Emission candidates are Poisson with density 2 C alpha_s / pi in (ln 1/z, ln 1/theta) over
+    Emission candidates are Poisson with density 2 C alpha / pi in (ln 1/z, ln 1/theta) over
     [z_min, z_max] x [theta_min, theta_max]; those with z theta pT below the cut-off are vetoed.
     A parton's emissions take, in order of decreasing angle, the fraction z of what it has
     left; the parton recoils so the pT-weighted centroid is unchanged. Returns the recoiled
@@ -151,12 +168,12 @@ def _emit(cfg: JetConfig, rng: np.random.Generator, em: _Partons, theta_max: np.
     n = len(em.pt)
     lz = math.log(cfg.shower_z_max / cfg.shower_z_min)
     lt = np.log(np.maximum(theta_max / cfg.shower_theta_min, 1.0))
-    k = rng.poisson(2.0 * colour * cfg.alpha_s / math.pi * lz * lt)
+    k = rng.poisson(2.0 * colour * gauge.alpha / math.pi * lz * lt)
     par = np.repeat(np.arange(n), k)
     z = cfg.shower_z_min * np.exp(lz * rng.random(par.size))
     theta = cfg.shower_theta_min * np.exp(lt[par] * rng.random(par.size))
     psi = rng.uniform(0.0, 2.0 * np.pi, par.size)
-    keep = z * theta * em.pt[par] > cfg.shower_kt_min_gev
+    keep = z * theta * em.pt[par] > gauge.kt_min
     order = np.lexsort((-theta[keep], par[keep]))
     par, z, theta, psi = (a[keep][order] for a in (par, z, theta, psi))
     l1z = np.log1p(-z)
@@ -176,13 +193,14 @@ def _emit(cfg: JetConfig, rng: np.random.Generator, em: _Partons, theta_max: np.
 
 
 def _shower(cfg: JetConfig, rng: np.random.Generator, hard: _Partons, theta_max: np.ndarray,
-            colour: np.ndarray) -> _Partons:
+            colour: np.ndarray, gauge: _Gauge) -> _Partons:
     """Final partons after ``shower_generations`` generations; emissions radiate as gluons
-    within their own emission angle (angular ordering)."""
+    (of QCD or of the dark SU(3), per ``gauge``) within their own emission angle (angular
+    ordering)."""
     final = []
     emitters = hard
     for _ in range(cfg.shower_generations):
-        parent, emitters, theta_max = _emit(cfg, rng, emitters, theta_max, colour)
+        parent, emitters, theta_max = _emit(cfg, rng, emitters, theta_max, colour, gauge)
         colour = np.full(len(emitters.pt), CA)
         final.append(parent)
     final.append(emitters)
@@ -249,13 +267,13 @@ def _jet_mass(p: _Partons, n: int) -> np.ndarray:
     return np.sqrt(np.maximum(s[0] ** 2 - s[1] ** 2 - s[2] ** 2 - s[3] ** 2, 0.0))
 
 
-# ---- the three jet classes ------------------------------------------------------------------
+# ---- the jet classes ------------------------------------------------------------------------
 def _qcd_partons(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
     n = len(pt)
     colour = np.where(rng.random(n) < cfg.qcd_gluon_fraction, CA, CF)
     hard = _Partons(np.arange(n), pt, eta, phi)
-    partons = _shower(cfg, rng, hard, np.full(n, cfg.jet_radius), colour)
-    return partons, np.ones(n, np.int8)
+    partons = _shower(cfg, rng, hard, np.full(n, cfg.jet_radius), colour, _qcd(cfg))
+    return partons, np.ones(n, np.int8), np.zeros(n)
 
 
 def _top_decays(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi) -> list[tuple]:
@@ -295,8 +313,8 @@ def _top_partons(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
     theta_max = np.minimum(np.stack([np.minimum(d[:, 0], d[:, 1]), np.minimum(d[:, 0], d[:, 2]),
                                      np.minimum(d[:, 1], d[:, 2])], axis=1), cfg.jet_radius)
     hard = _Partons(np.repeat(np.arange(n), 3), qpt.ravel(), qeta.ravel(), qphi.ravel())
-    partons = _shower(cfg, rng, hard, theta_max.ravel(), np.full(3 * n, CF))
-    return partons, np.full(n, 3, np.int8)
+    partons = _shower(cfg, rng, hard, theta_max.ravel(), np.full(3 * n, CF), _qcd(cfg))
+    return partons, np.full(n, 3, np.int8), np.zeros(n)
 
 
 def _darkphoton_hadrons(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
@@ -328,6 +346,116 @@ def _darkphoton_hadrons(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
     return hadrons, np.where(two, 2, 1).astype(np.int8)
 
 
+def _dark_mesons(cfg: JetConfig, rng: np.random.Generator,
+                 dark: _Partons) -> tuple[_Partons, np.ndarray]:
+    """Dark mesons of the final dark partons and their masses.
+
+    Dark hadronisation is the SM one in units of the dark rho mass: 1 + Poisson(
+    hadrons_per_log_pt * ln(1 + pT / m_rho_D)) mesons per dark parton sharing its pT, spread
+    by kT = Lambda_D. A meson is a rho_D with probability ``darkshower_vector_fraction``, else
+    a pi_D.
+    """
+    m_pi = cfg.darkshower_pion_mass_gev
+    m_rho = m_pi / cfg.darkshower_pion_rho_mass_ratio
+    n_mesons = 1 + rng.poisson(cfg.hadrons_per_log_pt * np.log1p(dark.pt / m_rho))
+    mesons, _ = _hadronise(rng, dark, n_mesons, np.full(len(dark.pt), cfg.darkshower_lambda_gev))
+    mass = np.where(rng.random(len(mesons.pt)) < cfg.darkshower_vector_fraction, m_rho, m_pi)
+    return mesons, mass
+
+
+def _recoil(x: tuple, dark_q: tuple, mesons: _Partons, mass: np.ndarray, m_x: float):
+    """Exact X -> q D kinematics once the massless dark quark ``dark_q`` has become the meson
+    system D of mass m_D: D keeps the dark quark's direction in the X rest frame with the
+    two-body momentum for masses (0, m_D), its mesons follow it (boosted from D's old rest
+    frame to the new one) and the SM quark takes the rest. Returns the SM quark's and the
+    mesons' 4-vectors, D's 4-vector and whether m_D < m_X (the others are meaningless)."""
+    n = len(x[0])
+    p = _p4(mesons.pt, mesons.eta, mesons.phi, mass)
+    d = tuple(np.bincount(mesons.jet, c, minlength=n) for c in p)
+    m_d = np.sqrt(np.maximum(d[0] ** 2 - d[1] ** 2 - d[2] ** 2 - d[3] ** 2, 0.0))
+    ok = m_d < m_x
+    m_d = np.where(ok, m_d, 0.5 * m_x)  # placeholder for rejected systems
+    beta_x = tuple(c / x[0] for c in x[1:])
+    rest = _boost(dark_q, tuple(-b for b in beta_x))
+    p_star = (m_x**2 - m_d**2) / (2.0 * m_x)
+    u = tuple(c / np.sqrt(rest[1] ** 2 + rest[2] ** 2 + rest[3] ** 2) for c in rest[1:])
+    d_new = _boost((np.sqrt(p_star**2 + m_d**2), *(p_star * c for c in u)), beta_x)
+    q = _boost((p_star, *(-p_star * c for c in u)), beta_x)
+    j = mesons.jet
+    to_rest = tuple(-(c / d[0])[j] for c in d[1:])
+    to_lab = tuple((c / d_new[0])[j] for c in d_new[1:])
+    return q, _boost(_boost(p, to_rest), to_lab), d_new, ok
+
+
+def _dark_systems(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
+    """Mediators X -> q Q_d along (pt, eta, phi), the dark shower of Q_d and its dark mesons,
+    with exact X -> q D kinematics (:func:`_recoil`). Regenerated until m_D < m_X and the SM
+    quark and D lie within ΔR < jet_radius of the axis. Returns the SM quarks (pt, eta, phi),
+    the mesons (``jet`` indexes the mediator) and the meson masses."""
+    n, m_x = len(pt), cfg.darkshower_mediator_mass_gev
+    gauge = _Gauge(cfg.darkshower_alpha_dark, cfg.darkshower_lambda_gev)
+    quark = np.zeros((3, n))
+    none = _Partons(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+    found = [(none, np.zeros(0))]  # (mesons, masses) of the accepted jets
+    todo = np.arange(n)
+    for _ in range(MAX_CONTAINMENT_TRIES):
+        if todo.size == 0:
+            break
+        k, mx = todo.size, np.full(todo.size, m_x)
+        x = _p4(pt[todo], eta[todo], phi[todo], mx)
+        _, dark_q = _two_body(rng, x, mx, np.zeros(k), np.zeros(k))
+        hard = _Partons(np.arange(k), *_pt_eta_phi(*dark_q[1:]))
+        dark = _shower(cfg, rng, hard, np.full(k, cfg.jet_radius), np.full(k, CF), gauge)
+        mesons, mass = _dark_mesons(cfg, rng, dark)
+        q, p_mesons, d_new, ok = _recoil(x, dark_q, mesons, mass, m_x)
+        q, d_new = _pt_eta_phi(*q[1:]), _pt_eta_phi(*d_new[1:])
+        for v in (q, d_new):
+            ok &= _delta_r(v[1], v[2], eta[todo], phi[todo]) < cfg.jet_radius
+        quark[:, todo[ok]] = np.array(q)[:, ok]
+        keep = ok[mesons.jet]
+        found.append((_Partons(todo[mesons.jet[keep]],
+                               *(c[keep] for c in _pt_eta_phi(*p_mesons[1:]))), mass[keep]))
+        todo = todo[~ok]
+    if todo.size:
+        raise TrigkitError(
+            f"{todo.size} dark-shower mediator decays were not contained in jet_radius = "
+            f"{cfg.jet_radius:g} after {MAX_CONTAINMENT_TRIES} tries; raise jets.jet_radius or "
+            "jets.pt_min_gev, or lower jets.darkshower_mediator_mass_gev"
+        )
+    return quark, _Partons.concat([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+
+def _meson_decays(rng: np.random.Generator, mesons: _Partons, mass: np.ndarray) -> _Partons:
+    """The quark pairs of isotropic two-body decays of ``mesons`` (exact 4-vectors)."""
+    k = len(mass)
+    q1, q2 = _two_body(rng, _p4(mesons.pt, mesons.eta, mesons.phi, mass), mass, np.zeros(k),
+                       np.zeros(k))
+    pairs = zip(_pt_eta_phi(*q1[1:]), _pt_eta_phi(*q2[1:]), strict=True)
+    return _Partons(np.concatenate([mesons.jet, mesons.jet]), *(np.concatenate(p) for p in pairs))
+
+
+def _darkshower_partons(cfg: JetConfig, rng: np.random.Generator, pt, eta, phi):
+    """Semi-visible jets: the SM quark's QCD shower and the quarks of the visible dark-meson
+    decays. A meson is invisible with probability r_inv; prongs are 1 + the visible mesons;
+    the invisible pT is the magnitude of the invisible mesons' summed pT over the jet pT."""
+    n = len(pt)
+    quark, mesons, mass = _dark_systems(cfg, rng, pt, eta, phi)
+    sm = _shower(cfg, rng, _Partons(np.arange(n), *quark), np.full(n, cfg.jet_radius),
+                 np.full(n, CF), _qcd(cfg))
+    visible = rng.random(len(mass)) >= cfg.darkshower_r_inv
+    shown = _Partons(*(getattr(mesons, f)[visible] for f in ("jet", "pt", "eta", "phi")))
+    quarks = _meson_decays(rng, shown, mass[visible])
+    lost = ~visible
+    px, py = (np.bincount(mesons.jet[lost], mesons.pt[lost] * f(mesons.phi[lost]), minlength=n)
+              for f in (np.cos, np.sin))
+    n_prongs = np.minimum(1 + np.bincount(shown.jet, minlength=n), np.iinfo(np.int8).max)
+    return _Partons.concat([sm, quarks]), n_prongs.astype(np.int8), np.hypot(px, py) / pt
+
+
+#: Parton makers of the showering classes: (partons, n_prongs, invisible pT / jet pT).
+_PARTONS = {"qcd": _qcd_partons, "top": _top_partons, "darkshower": _darkshower_partons}
+
+
 def _constituents(cfg: JetConfig, kind: str, n: int, rng: np.random.Generator) -> dict:
     """Padded constituents and truth of ``n`` jets of one class (see generate_constituents)."""
     pt = _jet_pt(cfg, rng, n)
@@ -335,10 +463,10 @@ def _constituents(cfg: JetConfig, kind: str, n: int, rng: np.random.Generator) -
     phi = rng.uniform(-np.pi, np.pi, n)
     if kind == "darkphoton":
         hadrons, n_prongs = _darkphoton_hadrons(cfg, rng, pt, eta, phi)
+        invisible = np.zeros(n)
         em_mean = cfg.darkphoton_em_fraction
     else:
-        make = _qcd_partons if kind == "qcd" else _top_partons
-        partons, n_prongs = make(cfg, rng, pt, eta, phi)
+        partons, n_prongs, invisible = _PARTONS[kind](cfg, rng, pt, eta, phi)
         n_had = _n_hadrons(cfg, rng, partons.pt)
         hadrons, _ = _hadronise(rng, partons, n_had,
                                 np.full(len(partons.pt), cfg.hadron_kt_gev))
@@ -365,7 +493,7 @@ def _constituents(cfg: JetConfig, kind: str, n: int, rng: np.random.Generator) -
     out = _pad(parts.jet, n, {"eta": parts.eta, "phi": parts.phi, "pt": parts.pt,
                               "em_pt": em, "had_pt": had, "pileup": is_pu})
     out.update(jet_pt=pt, jet_eta=eta, jet_phi=phi, jet_mass=jet_mass, n_prongs=n_prongs,
-               label=np.full(n, LABELS[kind], np.int64))
+               invisible_pt_fraction=invisible, label=np.full(n, LABELS[kind], np.int64))
     return out
 
 
@@ -387,14 +515,15 @@ def _streams(n: int, seed: int) -> Iterator[tuple[int, int, np.random.Generator]
 
 
 def generate_constituents(cfg: JetConfig, kind: str, n: int, seed: int) -> dict[str, np.ndarray]:
-    """Constituents of ``n`` jets of class ``kind`` ("qcd", "darkphoton", "top").
+    """Constituents of ``n`` jets of class ``kind`` ("qcd", "darkphoton", "top", "darkshower").
 
     Padded (n, M) arrays: ``eta``, ``phi`` (absolute detector coordinates), ``pt`` (true
     particle pT), ``em_pt`` and ``had_pt`` (measured EM and hadronic deposits, as pT in GeV),
     ``pileup`` (bool) and ``mask``; per-jet truth ``jet_pt``, ``jet_eta``, ``jet_phi``,
-    ``jet_mass`` (particle level, without pile-up), ``n_prongs`` and ``label``. Uses the same
-    random streams as :func:`generate`, so ``make_images(cfg, generate_constituents(...))``
-    equals ``generate(...)["images"]`` for a single class.
+    ``jet_mass`` (particle level, without pile-up), ``n_prongs``, ``invisible_pt_fraction``
+    and ``label``. Uses the same random streams as :func:`generate`, so
+    ``make_images(cfg, generate_constituents(...))`` equals ``generate(...)["images"]`` for a
+    single class.
     """
     check_request(kind, n, seed, LABEL_NAMES)
     chunks = [_constituents(cfg, kind, m, rng) for _, m, rng in _streams(n, seed)]
@@ -478,6 +607,7 @@ def _generate_chunk(cfg: JetConfig, sample: str, n: int, rng: np.random.Generato
         truth["jet_eta"][idx] = cons["jet_eta"]
         truth["jet_mass"][idx] = cons["jet_mass"]
         truth["n_prongs"][idx] = cons["n_prongs"]
+        truth["invisible_pt_fraction"][idx] = cons["invisible_pt_fraction"]
         truth["had_fraction"][idx] = np.where(total > 0, sums[:, 1] / np.where(total > 0, total,
                                                                                 1.0), 0.0)
         truth["pixel_pt"][idx] = obs["pt"]
@@ -506,7 +636,7 @@ def jet_progress(it: Iterator, n: int, enabled: bool) -> Iterator:
 
 def generate(cfg: JetConfig, sample: str, n: int, seed: int,
              progress: bool = False) -> dict[str, np.ndarray]:
-    """``n`` jets of ``sample`` ("qcd", "darkphoton", "top" or "mixed") in memory.
+    """``n`` jets of ``sample`` ("qcd", "darkphoton", "top", "darkshower" or "mixed") in memory.
 
     Keys: ``images`` (n, 2, H, W) float32, ``label`` (n,) int64 and the per-jet arrays of
     TRUTH_UNITS (``had_fraction``, ``pixel_pt`` and ``pixel_mass`` from the raw images).
