@@ -179,8 +179,7 @@ class ConvAutoencoder(nn.Module):
             enc.append(nn.MaxPool2d(2, ceil_mode=True))
             h, w, c_in = -(-h // 2), -(-w // 2), c_out
         self.code_shape = (c_in, h, w)
-        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c_in * h * w, latent_dim),
-                                     nn.ReLU())
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c_in * h * w, latent_dim))
         self.expand = nn.Sequential(nn.Linear(latent_dim, c_in * h * w), nn.ReLU())
         dec: list[nn.Module] = []
         outs = [*reversed(channels[:-1]), c]
