@@ -25,6 +25,7 @@ from .config import apply_overrides, from_dict, load_yaml, require_range, to_dic
 from .errors import ConfigError, TrigkitError
 from .network_spec import ArchSpec, QuantSpec
 from .paths import MODELS_DIR
+from .study_spec import ContaminationSpec, HuntSpec
 
 #: An FPGA part name (e.g. ``xcvu13p-flga2577-2-e``): it goes into vendor Tcl scripts, so only
 #: letters, digits and dashes are accepted.
@@ -64,44 +65,6 @@ class HistSpec:
         require_range("data.hist.r", self.r, 1)
         require_range("data.hist.s_over_sqrt_b", self.s_over_sqrt_b, 0.0, lo_open=True)
         require_range("data.hist.sets", self.sets, 10)
-
-
-@dataclass(frozen=True)
-class HuntSpec:
-    """A resonance search on the dijet toy (``source: dijet``): signal region (SR, the
-    generator's ``sr``) and sidebands (SB, the rest of its mass range), classifier or density
-    ratio, cut, bump hunt on the mass.
-
-    Attributes:
-        fraction: injected signal fraction (signal / background events in the whole range) of
-            the card's own training (the scan below retrains at each value).
-        fractions: injected signal fractions of the scan (significance before and after).
-        folds: k of the k-fold CWoLa training (every event is scored by a model that did not
-            see it).
-        keep: fractions of the SR events kept by the cut on the score, one table each.
-        bins: mass bins of the bump hunt (a smooth fit to the sidebands, extrapolated to SR).
-        background_samples: events drawn from the sideband density in SR (ANODE) to estimate
-            the background efficiency of the cut.
-        epochs: training epochs of each scan model (the card's own training uses
-            ``training.epochs``).
-    """
-
-    fraction: float = 0.01
-    fractions: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016)
-    folds: int = 5
-    keep: tuple[float, ...] = (0.1, 0.02)
-    bins: int = 36
-    background_samples: int = 200000
-    epochs: int = 10
-
-    def validate(self) -> None:
-        require_range("evaluation.hunt.folds", self.folds, 2, 20)
-        require_range("evaluation.hunt.bins", self.bins, 6, 1000)
-        require_range("evaluation.hunt.epochs", self.epochs, 1, 10000)
-        for f in (self.fraction, *self.fractions):
-            require_range("evaluation.hunt.fractions", f, 0.0, 1.0)
-        for k in self.keep:
-            require_range("evaluation.hunt.keep", k, 0.0, 1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -300,6 +263,7 @@ class EvalSpec:
             variant ``with_generated`` (``generated_events`` images).
         generated_events: how many generated images that variant gets.
         hunt: the resonance search of ``source: dijet`` cards (CWoLa, ANODE).
+        contamination: the signal-contamination study of an anomaly search.
     """
 
     baseline_mode: Literal["low", "high", "phase2"] = "high"
@@ -313,6 +277,7 @@ class EvalSpec:
     generated_from: str = ""
     generated_events: int = 0
     hunt: HuntSpec | None = None
+    contamination: ContaminationSpec | None = None
 
     def validate(self) -> None:
         require_range("evaluation.threshold_gev", self.threshold_gev, 0.0, lo_open=True)
@@ -379,6 +344,7 @@ class ModelCard:
                               f"{wants[self.training.monitor]} models; use val_loss")
         if self.task == "anomaly" and self.architecture.kind != "autoencoder":
             raise ConfigError("task anomaly needs architecture.kind: autoencoder")
+        self._check_contamination()
         if (self.task == "generative") != (self.architecture.kind == "wgan"):
             raise ConfigError("task generative goes with architecture.kind: wgan (and only it)")
         if (self.task == "density") != (self.architecture.kind == "flow"):
@@ -400,6 +366,20 @@ class ModelCard:
         if self.quant.is_quantised and self.architecture.batchnorm:
             raise ConfigError("architecture.batchnorm is only for float models (not exportable "
                               "exactly); set it to false for quant.weights: ternary")
+
+    def _check_contamination(self) -> None:
+        spec = self.evaluation.contamination
+        if spec is None:
+            return
+        if self.task != "anomaly":
+            raise ConfigError("evaluation.contamination is a study of anomaly searches "
+                              f"(task: anomaly), not of task {self.task}")
+        bkg = self.evaluation.background or (self.data.classes or ("",))[0]
+        for sig in spec.signals:
+            if sig not in self.data.classes or sig == bkg:
+                raise ConfigError(f"evaluation.contamination.signals: {sig!r} is not a signal "
+                                  f"class of data.classes {list(self.data.classes)} (background "
+                                  f"{bkg!r})")
 
     @property
     def n_outputs(self) -> int:

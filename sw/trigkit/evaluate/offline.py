@@ -5,7 +5,6 @@ search with mass sculpting, GAN validation, and each format's studies."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from trigkit.core.plots import (
     plot_bars,
@@ -16,6 +15,7 @@ from trigkit.core.plots import (
     plot_sculpting,
 )
 from trigkit.core.registry import register_evaluator
+from trigkit.learn.anomaly import SCORES, fit_scorer
 from trigkit.learn.decorrelate import (
     distance_correlation_numpy,
     inverse_jsd_at_background_efficiency,
@@ -30,12 +30,11 @@ from trigkit.learn.metrics import (
     roc_curve,
     working_point_metrics,
 )
-from trigkit.learn.models import anomaly_score, to_input
 from trigkit.offline.data import histogram_sets
 from trigkit.offline.histograms import HistBinning
 from trigkit.offline.jetprep import image_observables
 
-from .common import EVAL_BATCH, predict_outputs, softmax
+from .common import predict_outputs, softmax
 
 
 def _background_index(card) -> int:
@@ -97,15 +96,6 @@ def best_baseline(card, splits, k: int, b: int) -> tuple[str, float]:
         if max(auc, 1 - auc) > best[2]:
             best = (name, sign, max(auc, 1 - auc))
     return best[0], best[1]
-
-
-def _anomaly_scores(model, card, x: np.ndarray) -> np.ndarray:
-
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(x), EVAL_BATCH):
-            out.append(anomaly_score(model, to_input(x[s:s + EVAL_BATCH], card)).double().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
 
 
 @register_evaluator("classification")
@@ -296,62 +286,92 @@ def _resolution(pred: np.ndarray, y: np.ndarray) -> dict:
             "median_abs": float(np.median(np.abs(r)))}
 
 
+def sculpting(score_bkg: np.ndarray, mass_bkg: np.ndarray, seed: int = 0) -> dict:
+    """Mass sculpting of the background by a score: 1/JSD at 50 % background efficiency and
+    dCor^2(score, mass) on (up to) 2,000 background events drawn with ``seed``."""
+    sub = np.random.default_rng(seed).choice(len(score_bkg), size=min(2000, len(score_bkg)),
+                                             replace=False)
+    return {"inv_jsd_at_50pct_bkg_eff": inverse_jsd_at_background_efficiency(score_bkg,
+                                                                             mass_bkg, 0.5),
+            "dcor2_score_mass_bkg": distance_correlation_numpy(score_bkg[sub], mass_bkg[sub])}
+
+
+def score_metrics(card, score: np.ndarray, y: np.ndarray, mass: np.ndarray, b: int) -> dict:
+    """One anomaly score on test events: each class against background ``b`` (working
+    points), their mean AUC, and the background mass sculpting."""
+    ev = card.evaluation
+    per = {}
+    for k, name in enumerate(card.data.classes):
+        sel = (y == k) | (y == b)
+        if k != b and (y == k).any():
+            per[name] = working_point_metrics(y[sel] == k, score[sel], ev.signal_eff,
+                                              ev.fake_rate)
+    bkg = y == b
+    return {"auc": float(np.mean([v["auc"] for v in per.values()])), "per_class": per,
+            **sculpting(score[bkg], mass[bkg])}
+
+
+def anomaly_search(card, model, splits) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Every anomaly score of :mod:`trigkit.learn.anomaly` on the test split, fitted on the
+    training and validation splits only: (metrics per score, scores, fitted parameters)."""
+    scorer = fit_scorer(model, card, splits["train"].images(), splits["val"].images())
+    test = splits["test"]
+    scores = scorer.scores(test.images())
+    mass = test.truth(card.training.decorrelate).astype(np.float64)
+    b = _background_index(card)
+    per_score = {name: score_metrics(card, s, test.target, mass, b)
+                 for name, s in scores.items()}
+    return per_score, scores, scorer.summary()
+
+
+def _anomaly_plots(card, scores: dict[str, np.ndarray], per_score: dict, test, base_score,
+                   plots_dir) -> None:
+    """ROC curves (each score, the jet mass), score distributions and sculpting per score."""
+    y, classes = test.target, list(card.data.classes)
+    b = _background_index(card)
+    mass = test.truth(card.training.decorrelate).astype(np.float64)
+    for name, score in scores.items():
+        suffix = "" if name == "error" else f"_{name}"
+        curves = {}
+        for k, cls in enumerate(classes):
+            sel = (y == k) | (y == b)
+            if k == b or not (y == k).any():
+                continue
+            for label, s in ((name, score), ("jet mass", base_score)):
+                fpr, tpr, _ = roc_curve(y[sel] == k, s[sel])
+                curves[f"{label}: {cls}"] = (fpr, tpr, roc_auc(y[sel] == k, s[sel]))
+        plot_roc(curves, plots_dir / f"roc{suffix}.png", title=f"{card.name}: {name} (test)")
+        plot_score_distributions({c: score[y == k] for k, c in enumerate(classes)},
+                                 plots_dir / f"scores{suffix}.png", SCORES[name],
+                                 title=f"{card.name}: {name}")
+        bkg = y == b
+        plot_sculpting(mass[bkg], score[bkg], float(np.quantile(score[bkg], 0.5)),
+                       plots_dir / f"sculpting{suffix}.png",
+                       title=f"{card.name}, {name}: {classes[b]} at 50 % bkg. eff. (1/JSD = "
+                             f"{per_score[name]['inv_jsd_at_50pct_bkg_eff']:.3g})")
+
+
 @register_evaluator("anomaly")
 def evaluate_anomaly(card, model, splits, plots_dir, progress: bool = False) -> dict:
-    """Autoencoder anomaly search: AUC of the reconstruction error for each anomalous class
-    against the background, and the mass sculpting of the background (1/JSD between the
-    passing and failing mass distributions at the working point, distance correlation);
-    beside the jet mass itself used as the anomaly score."""
-    ev = card.evaluation
+    """Autoencoder anomaly search: for every score of :mod:`trigkit.learn.anomaly` (plain
+    reconstruction error, error normalised by the jet's complexity, latent density), the AUC
+    of each anomalous class against the background and the mass sculpting of the background
+    (1/JSD between the passing and failing mass distributions at 50 % background efficiency,
+    distance correlation); beside the jet mass itself used as the anomaly score. The headline
+    numbers (``auc``, ``per_class``, 1/JSD) are the plain error's; ``scores`` holds all."""
     test = splits["test"]
-    x, y = test.images(), test.target
-    classes = list(card.data.classes)
-    b = _background_index(card)
-    score = _anomaly_scores(model, card, x)
-    var = card.training.decorrelate
-    mass = test.truth(var).astype(np.float64)
-    obs = baseline_observables(card, test)
-    base_score = obs.get("jet mass", mass)
-    per, base, curves = {}, {}, {}
-    for k, name in enumerate(classes):
-        if k == b:
-            continue
-        sel = (y == k) | (y == b)
-        per[name] = working_point_metrics(y[sel] == k, score[sel], ev.signal_eff, ev.fake_rate)
-        base[name] = working_point_metrics(y[sel] == k, base_score[sel], ev.signal_eff,
-                                           ev.fake_rate)
-        fpr, tpr, _ = roc_curve(y[sel] == k, score[sel])
-        curves[f"autoencoder: {name}"] = (fpr, tpr, per[name]["auc"])
-        fpr, tpr, _ = roc_curve(y[sel] == k, base_score[sel])
-        curves[f"jet mass: {name}"] = (fpr, tpr, base[name]["auc"])
-    bkg = y == b
-    rng = np.random.default_rng(0)
-    sub = rng.choice(np.flatnonzero(bkg), size=min(2000, int(bkg.sum())), replace=False)
-    sculpt = {
-        "inv_jsd_at_50pct_bkg_eff": inverse_jsd_at_background_efficiency(score[bkg], mass[bkg],
-                                                                         0.5),
-        "dcor2_score_mass_bkg": distance_correlation_numpy(score[sub], mass[sub]),
-    }
-    base_sculpt = {
-        "inv_jsd_at_50pct_bkg_eff": inverse_jsd_at_background_efficiency(
-            base_score[bkg], mass[bkg], 0.5),
-        "dcor2_score_mass_bkg": distance_correlation_numpy(base_score[sub], mass[sub]),
-    }
-    metrics = {"n_test": int(len(y)), "auc": float(np.mean([v["auc"] for v in per.values()])),
-               "per_class": per, **sculpt, "background": classes[b], "decorrelate": var,
+    y, b = test.target, _background_index(card)
+    per_score, scores, fit = anomaly_search(card, model, splits)
+    mass = test.truth(card.training.decorrelate).astype(np.float64)
+    base_score = baseline_observables(card, test).get("jet mass", mass)
+    base = score_metrics(card, base_score, y, mass, b)
+    metrics = {"n_test": int(len(y)), **per_score["error"], "scores": per_score,
+               "score_fit": fit, "background": card.data.classes[b],
+               "decorrelate": card.training.decorrelate,
                "disco_lambda": card.training.disco_lambda,
                "adversary_lambda": card.training.adversary_lambda}
-    baseline = {"observable": "jet mass (pixels)",
-                "auc": float(np.mean([v["auc"] for v in base.values()])), "per_class": base,
-                **base_sculpt}
-    plot_roc(curves, plots_dir / "roc.png", title=f"{card.name} (test)")
-    plot_score_distributions({c: score[y == k] for k, c in enumerate(classes)},
-                             plots_dir / "scores.png", "reconstruction error (anomaly score)",
-                             title=card.name)
-    cut = float(np.quantile(score[bkg], 0.5))
-    plot_sculpting(mass[bkg], score[bkg], cut, plots_dir / "sculpting.png",
-                   title=f"{card.name}: {classes[b]} at 50 % background efficiency "
-                         f"(1/JSD = {sculpt['inv_jsd_at_50pct_bkg_eff']:.3g})")
+    baseline = {"observable": "jet mass (pixels)", **base}
+    _anomaly_plots(card, scores, per_score, test, base_score, plots_dir)
     return {"metrics": metrics, "baseline": baseline}
 
 

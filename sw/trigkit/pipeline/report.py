@@ -104,6 +104,8 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
             lines += [f"## {title}", "", *_study_table(metrics[key]), ""]
     if "uncertainty" in metrics:
         lines += _uncertainty_lines(metrics["uncertainty"], variants)
+    if "scores" in metrics:
+        lines += _anomaly_lines(metrics, variants)
     if "hunt" in metrics:
         lines += _hunt_lines(metrics["hunt"], "this model")
     for name, v in variants.items():
@@ -111,7 +113,7 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
             lines += _hunt_lines(v["metrics"]["hunt"], f"variant {name}")
     gan = {k: v for k, v in metrics.items() if isinstance(v, dict) and k not in (
         "per_class", "auc_vs_s_over_sqrt_b", "tagging", "permutation_importance", "eff_vs_pt",
-        "uncertainty", "hunt")}
+        "uncertainty", "hunt", "scores", "score_fit")}
     if gan:
         lines += ["## Distribution comparison (network = generated vs real; baseline = two "
                   "halves of the real sample)", "", "| quantity | statistic | network | "
@@ -123,6 +125,47 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
                                  f"{_fmt(baseline.get(q, {}).get(stat))} |")
         lines.append("")
     return lines
+
+
+def _anomaly_lines(metrics: dict[str, Any], variants: dict[str, Any]) -> list[str]:
+    """Every anomaly score of the model and its variants: AUC per class, 1/JSD, dCor^2."""
+    runs = {"this model": metrics} | {name: v["metrics"] for name, v in variants.items()
+                                      if "scores" in v.get("metrics", {})}
+    classes = list(next(iter(metrics["scores"].values()))["per_class"])
+    lines = ["## Anomaly scores (test events; fitted on the training/validation events)", "",
+             "| model | score | " + " | ".join(f"AUC {c}" for c in classes)
+             + " | 1/JSD @ 50 % bkg | dCor^2(score, mass) |",
+             "|---|---|" + "---|" * (len(classes) + 2)]
+    for run, m in runs.items():
+        for score, sm in m["scores"].items():
+            aucs = " | ".join(_fmt(sm["per_class"].get(c, {}).get("auc"), 3) for c in classes)
+            lines.append(f"| {run} | {score} | {aucs} | "
+                         f"{_fmt(sm['inv_jsd_at_50pct_bkg_eff'], 3)} | "
+                         f"{_fmt(sm['dcor2_score_mass_bkg'], 3)} |")
+    fit = metrics.get("score_fit", {})
+    if fit:
+        lines += ["", "Complexity fit (this model, validation events): log error = "
+                  f"{_fmt(fit.get('log_error_offset'))} + {_fmt(fit.get('log_error_slope'))} x "
+                  f"{fit.get('complexity')}, residual RMS {_fmt(fit.get('log_error_residual_rms'))}"
+                  f" ({fit.get('complexity_fit_events')} jets); latent Gaussian fitted on "
+                  f"{fit.get('latent_fit_events')} training jets."]
+    return lines + [""]
+
+
+def _contamination_lines(study: dict[str, Any]) -> list[str]:
+    """AUC and 1/JSD versus the signal fraction of the training sample, per signal and score."""
+    fr = study.get("fractions", [])
+    lines = ["## Signal contamination (same test events)", "",
+             f"Each model trained {study.get('epochs')} epochs on the background plus the "
+             f"given share of one signal; {_fmt(study.get('seconds'))} s in all.", "",
+             "| signal | score | metric | " + " | ".join(f"{100 * f:g} %" for f in fr) + " |",
+             "|---|---|---|" + "---|" * len(fr)]
+    for sig, scores in study.get("signals", {}).items():
+        for score, r in scores.items():
+            for key, label in (("auc", "AUC"), ("inv_jsd", "1/JSD")):
+                lines.append(f"| {sig} | {score} | {label} | "
+                             + " | ".join(_fmt(v, 3) for v in r[key]) + " |")
+    return lines + [""]
 
 
 #: Calibration numbers of a Bayesian regression, in table order.
@@ -254,6 +297,8 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
                          f"{metrics['noise_events_for_fake_rate']}"
                          if "noise_events_for_fake_rate" in metrics else "") + "."]
         lines.append("")
+    if report.get("contamination"):
+        lines += _contamination_lines(report["contamination"])
     training = report.get("training")
     if training and training.get("stopped_by") == "time":
         lines += [f"> **WARNING: training was stopped by its wall-clock safety limit** after "

@@ -38,6 +38,7 @@ from trigkit.learn.train import Trainer, load_trained_model
 from trigkit.offline.data import table_classes
 from trigkit.offline.tabular import columns_of
 
+from .contamination import contamination_study
 from .report import write_markdown
 from .seeds import train_seeds
 
@@ -353,5 +354,8 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
             say(line)
         if card.evaluation.variants:
             outcome["variants"] = train_variants(card, progress, fresh, say=say)
+            write_markdown(out, card.description)
+        if card.evaluation.contamination is not None:
+            outcome["contamination"] = contamination_study(card, progress, fresh, say=say)
             write_markdown(out, card.description)
     return outcome
