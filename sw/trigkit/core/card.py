@@ -25,12 +25,14 @@ from .config import apply_overrides, from_dict, load_yaml, require_range, to_dic
 from .errors import ConfigError, TrigkitError
 from .network_spec import ArchSpec, QuantSpec
 from .paths import MODELS_DIR
-from .study_spec import ContaminationSpec, HuntSpec
+from .study_spec import AugmentationSpec, ContaminationSpec, HuntSpec
 
 #: An FPGA part name (e.g. ``xcvu13p-flga2577-2-e``): it goes into vendor Tcl scripts, so only
 #: letters, digits and dashes are accepted.
 PART_PATTERN = re.compile(r"[a-z][a-z0-9]{2,31}(-[a-z0-9]{1,16}){0,5}")
 #: Default models built by ``make train`` (in dependency order: teachers first).
+#: Architecture kinds of ``task: generative``.
+GENERATIVE_KINDS = ("wgan", "pixel_wgan")
 DEFAULT_MODELS = ("l0_pointing_f32", "l0_pointing_tnn", "l0_vertex_f32", "l0_vertex_tnn")
 
 
@@ -264,6 +266,7 @@ class EvalSpec:
         generated_events: how many generated images that variant gets.
         hunt: the resonance search of ``source: dijet`` cards (CWoLa, ANODE).
         contamination: the signal-contamination study of an anomaly search.
+        augmentation: the generated-sample augmentation study of a classifier.
     """
 
     baseline_mode: Literal["low", "high", "phase2"] = "high"
@@ -278,6 +281,7 @@ class EvalSpec:
     generated_events: int = 0
     hunt: HuntSpec | None = None
     contamination: ContaminationSpec | None = None
+    augmentation: AugmentationSpec | None = None
 
     def validate(self) -> None:
         require_range("evaluation.threshold_gev", self.threshold_gev, 0.0, lo_open=True)
@@ -345,8 +349,12 @@ class ModelCard:
         if self.task == "anomaly" and self.architecture.kind != "autoencoder":
             raise ConfigError("task anomaly needs architecture.kind: autoencoder")
         self._check_contamination()
-        if (self.task == "generative") != (self.architecture.kind == "wgan"):
-            raise ConfigError("task generative goes with architecture.kind: wgan (and only it)")
+        if self.evaluation.augmentation is not None and self.task != "classification":
+            raise ConfigError("evaluation.augmentation is a study of classifiers (task: "
+                              f"classification), not of task {self.task}")
+        if (self.task == "generative") != (self.architecture.kind in GENERATIVE_KINDS):
+            raise ConfigError("task generative goes with architecture.kind: wgan or "
+                              "pixel_wgan (and only with them)")
         if (self.task == "density") != (self.architecture.kind == "flow"):
             raise ConfigError("task density goes with architecture.kind: flow (and only it)")
         if self.architecture.bayesian and (self.quant.is_quantised or self.task not in (

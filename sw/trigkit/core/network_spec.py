@@ -22,8 +22,11 @@ class ArchSpec:
             anywhere"), ``l0_hitfeat`` (a fixed integer front end, per row the first and last
             fired strip and a hit flag, then an MLP; the front end is firmware too), ``mlp``,
             ``autoencoder`` (convolutional, reconstructs its input), ``wgan`` (WGAN-GP
-            generator + critic for images) or ``flow`` (a conditional normalizing flow of the
-            table features given the last one, e.g. a mass; zuko MAF; task ``density``).
+            generator + critic for images), ``pixel_wgan`` (WGAN-GP on the set of hit pixels
+            of sparse images: permutation-equivariant generator and critic, one equivariant
+            layer per entry of ``dense``, width its largest entry) or ``flow`` (a conditional
+            normalizing flow of the table features given the last one, e.g. a mass; zuko MAF;
+            task ``density``).
         eta_pool: OR-pool (max-pool) of this many adjacent eta columns at the input.
         channels: output channels of each convolution (valid padding).
         kernel: convolution kernel (rows, columns) of every convolution without an entry in
@@ -37,7 +40,7 @@ class ArchSpec:
         dropout: dropout probability after hidden dense layers (float models).
         batchnorm: batch normalisation after convolutions (float models only).
         padding: convolution padding, ``valid`` or ``same``.
-        latent_dim: bottleneck width (autoencoder) or noise dimension (wgan).
+        latent_dim: bottleneck width (autoencoder) or noise dimension (wgan, pixel_wgan).
         bayesian: weights as distributions trained by variational inference (Pyro, mean-field
             Gaussian posterior, Gaussian prior); predictions by sampling the weights.
             Classification gives a per-event mean and spread of the score, regression a
@@ -51,7 +54,7 @@ class ArchSpec:
     """
 
     kind: Literal["l0_cnn", "l0_road", "l0_hitfeat", "cnn", "mlp", "autoencoder",
-                  "wgan", "flow"] = "l0_cnn"
+                  "wgan", "pixel_wgan", "flow"] = "l0_cnn"
     eta_pool: int = 4
     channels: tuple[int, ...] = (8, 8)
     kernel: tuple[int, ...] = (3, 3)

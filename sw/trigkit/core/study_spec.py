@@ -79,3 +79,37 @@ class ContaminationSpec:
             raise ConfigError(f"evaluation.contamination.fractions {list(self.fractions)} "
                               "repeats a value")
         require_range("evaluation.contamination.epochs", self.epochs, 0, 10000)
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """Generated-sample augmentation study of a classifier (``task: classification``): the
+    card's network trained on its N real training events of the generated class, on N real
+    + k x N generated ones (for each k of ``factors``) and on 2N real ones (the extra N from
+    an independent sample of the same generator), each with ``seeds`` training seeds, all
+    evaluated on the card's real test events (AUC and background rejection).
+
+    Attributes:
+        generated_from: the generative card whose samples are added (trained on this card's
+            training events of one class).
+        factors: generated events per real event of that class, one row each.
+        seeds: training seeds per row (the spread is reported).
+        epochs: training epochs of each study model (0: the card's ``training.epochs``).
+    """
+
+    generated_from: str = ""
+    factors: tuple[int, ...] = (1, 4)
+    seeds: int = 3
+    epochs: int = 0
+
+    def validate(self) -> None:
+        if not self.generated_from:
+            raise ConfigError("evaluation.augmentation.generated_from must name a generative "
+                              "model card, e.g. jet_wgan_gp")
+        if not self.factors:
+            raise ConfigError("evaluation.augmentation.factors must list at least one factor, "
+                              "e.g. [1, 4]")
+        for k in self.factors:
+            require_range("evaluation.augmentation.factors", k, 1, 100)
+        require_range("evaluation.augmentation.seeds", self.seeds, 1, 20)
+        require_range("evaluation.augmentation.epochs", self.epochs, 0, 10000)

@@ -21,7 +21,7 @@ from trigkit.learn.decorrelate import (
     inverse_jsd_at_background_efficiency,
 )
 from trigkit.learn.gan import sample
-from trigkit.learn.gan_validation import compare_samples, plot_gan_validation
+from trigkit.learn.gan_validation import compare_samples, plot_gan_validation, two_sample_auc
 from trigkit.learn.metrics import (
     accuracy,
     confusion_matrix,
@@ -375,15 +375,36 @@ def evaluate_anomaly(card, model, splits, plots_dir, progress: bool = False) -> 
     return {"metrics": metrics, "baseline": baseline}
 
 
+def jet_features(images: np.ndarray, pixel: float) -> np.ndarray:
+    """Per-jet features of the generator's two-sample test: log pT, log(1 + mass), log width,
+    leading-pixel share, number of hit pixels and EM (channel 0) share, from pixels."""
+    obs = image_observables(images, pixel)
+    pt = np.where(obs["pt"] > 0, obs["pt"], 1.0)
+    hits = (images.sum(axis=1) > 0).sum(axis=(1, 2))
+    em = images[:, 0].sum(axis=(1, 2)) / pt if images.shape[1] > 1 else np.ones(len(pt))
+    return np.stack([np.log(pt), np.log1p(obs["mass"]), np.log(obs["width"] + 1e-4),
+                     obs["max_pixel"] / pt, hits, em], axis=1)
+
+
+def _generated_class_test(card, test) -> np.ndarray:
+    """The test images of the class the generator was trained on."""
+    real = test.images().astype(np.float32)
+    real = real[:, None] if real.ndim == 3 else real
+    if card.data.train_on and len(card.data.classes) > 1:
+        real = real[np.isin(test.target, [card.data.classes.index(c)
+                                          for c in card.data.train_on])]
+    return real
+
+
 @register_evaluator("generative")
 def evaluate_generative(card, generator, splits, plots_dir, progress: bool = False) -> dict:
-    """WGAN-GP validation: generated vs real test images on jet observables from pixels and on
-    pixel intensities (KS statistic, Wasserstein distance); the baseline is the same comparison
-    between two independent halves of the real images (the statistical floor)."""
+    """Generator validation on the held-out test images of the class it imitates: jet
+    observables from pixels and pixel intensities (KS statistic, Wasserstein distance), and
+    classifier two-sample AUCs (real vs generated; 0.5 is perfect) on jet features and on
+    pixels; the baseline is the same comparison between two independent halves of the real
+    images (the statistical floor)."""
     test = splits["test"]
-    real = test.images().astype(np.float32)
-    if real.ndim == 3:
-        real = real[:, None]
+    real = _generated_class_test(card, test)
     pixel = test.context.get("pixel_size", 0.1)
 
     def observables(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -393,6 +414,14 @@ def evaluate_generative(card, generator, splits, plots_dir, progress: bool = Fal
     half = len(real) // 2
     metrics = compare_samples(real, fake, observables)
     baseline = compare_samples(real[:half], real[half:2 * half], observables)
+    scale = float(np.median(real[real > 0]))
+    for name, a, b in (("metrics", real, fake), ("baseline", real[:half], real[half:2 * half])):
+        target = metrics if name == "metrics" else baseline
+        target["two_sample_auc"] = {
+            "jet_features": two_sample_auc(jet_features(a, pixel), jet_features(b, pixel),
+                                           card.evaluation.seed),
+            "pixels": two_sample_auc(np.log1p(a / scale), np.log1p(b / scale),
+                                     card.evaluation.seed)}
     plots = plot_gan_validation(real, fake, observables, plots_dir)
     return {"metrics": {"n_test": int(len(real)), **metrics}, "baseline": baseline,
             "plots": [str(p) for p in plots]}

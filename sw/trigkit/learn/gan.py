@@ -332,9 +332,12 @@ def load_generator(out_dir: Path, shape: Sequence[int], latent_dim: int) -> Gene
     return gen.eval()
 
 
-def sample(generator: Generator, n: int, seed: int, batch: int = 1024) -> np.ndarray:
+def sample(generator: nn.Module, n: int, seed: int, batch: int = 1024) -> np.ndarray:
     """``n`` generated images (n, C, H, W) float32, in eval mode; the same seed (and batch)
-    gives the same images."""
+    gives the same images. Generators with their own ``sample_images`` (the pixel-set
+    generator of :mod:`trigkit.learn.pixel_gan`) use it."""
+    if hasattr(generator, "sample_images"):
+        return generator.sample_images(n, seed)
     if n < 0 or batch < 1:
         raise TrigkitError(f"sample: need n >= 0 and batch >= 1, got n={n}, batch={batch}")
     rng = torch.Generator().manual_seed(int(seed))

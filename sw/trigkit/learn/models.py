@@ -21,6 +21,7 @@ from .bayes import BayesianNet
 from .flows import ConditionalFlow
 from .frontend import FEATURES_PER_ROW, FrontEndNet, RowClusters, row_clusters_bits
 from .gan import Generator
+from .pixel_gan import PixelSetGenerator, pixel_gan_spec
 
 
 def _input_quantiser(input_bits: int, input_signed: bool):
@@ -228,6 +229,8 @@ def build_model(card: ModelCard) -> nn.Module:
         return ConvAutoencoder(image_shape(card), tuple(a.channels), a.latent_dim)
     if a.kind == "wgan":
         return Generator(a.latent_dim, image_shape(card))
+    if a.kind == "pixel_wgan":  # the pixel size only enters the critic's observables
+        return PixelSetGenerator(image_shape(card), 1.0, pixel_gan_spec(card))
     if a.kind == "flow":
         shape = tuple(card.data.input_shape)
         if len(shape) != 1 or shape[0] < 2:
@@ -339,7 +342,7 @@ def to_input(images: torch.Tensor | object, card: ModelCard) -> torch.Tensor:
     convolutional networks; 2-D images get one channel)."""
     x = torch.as_tensor(images).float()
     if card.architecture.kind in ("l0_cnn", "l0_road", "cnn", "autoencoder",
-                                  "wgan") and x.ndim == 3:
+                                  "wgan", "pixel_wgan") and x.ndim == 3:
         x = x.unsqueeze(1)
     return x
 

@@ -52,6 +52,7 @@ from .models import (
     to_input,
     weight_tensors,
 )
+from .pixel_gan import load_pixel_generator, pixel_gan_spec, train_pixel_gan
 
 
 def load_checkpoint(card: ModelCard, path: Path) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def load_trained_model(card: ModelCard, which: str = "best", build: Path = BUILD
     (for WGAN-GP models: the generator of the last epoch). ``out_dir`` overrides the
     model directory (evaluation variants)."""
     out_dir = out_dir or model_dir(card.name, build)
+    if card.architecture.kind == "pixel_wgan":
+        return load_pixel_generator(out_dir, image_shape(card), pixel_gan_spec(card))
     if card.task == "generative":
         return load_generator(out_dir, image_shape(card), card.architecture.latent_dim).eval()
     ckpt = load_checkpoint(card, out_dir / f"{which}.pt")
@@ -85,6 +88,12 @@ def load_trained_model(card: ModelCard, which: str = "best", build: Path = BUILD
     model.load_state_dict(ckpt["model"])
     restore_runtime_quant_state(model, ckpt.get("runtime_quant", {}))
     return model.eval()
+
+
+def _image_batch(split: Split) -> np.ndarray:
+    """A split's images as float32 (N, C, H, W)."""
+    images = split.images().astype(np.float32)
+    return images[:, None] if images.ndim == 3 else images
 
 
 def monitored_score(monitor: str, row: dict[str, float]) -> float:
@@ -229,15 +238,22 @@ class Trainer:
 
     def _fit_gan(self, splits: dict[str, Split], fresh: bool, epochs: int | None
                  ) -> TrainResult:
-        """WGAN-GP models: the critic/generator loop of trigkit.gan on the training images."""
+        """WGAN-GP models: the critic/generator loop of trigkit.gan (image networks) or of
+        trigkit.learn.pixel_gan (hit-pixel sets; best epoch by the validation KS distance)."""
+        images = _image_batch(splits["train"])
+        if self.card.architecture.kind == "pixel_wgan":
+            pspec = pixel_gan_spec(self.card, splits["train"].context.get("pixel_size", 1.0),
+                                   epochs)
+            t0 = time.perf_counter()
+            summary = train_pixel_gan(images, _image_batch(splits["val"]), pspec, self.out,
+                                      fresh=fresh, progress=self.progress)
+            return TrainResult(summary["history"], summary["best_epoch"], summary["best_ks"],
+                               summary["stopped"], time.perf_counter() - t0)
         gspec = GANSpec(latent_dim=self.card.architecture.latent_dim,
                         critic_steps=self.spec.critic_steps, gp_lambda=self.spec.gp_lambda,
                         lr=self.spec.lr, batch_size=self.spec.batch_size,
                         epochs=epochs or self.spec.epochs, seed=self.spec.seed,
                         max_minutes=self.spec.max_minutes)
-        images = splits["train"].images().astype(np.float32)
-        if images.ndim == 3:
-            images = images[:, None]
         t0 = time.perf_counter()
         summary = train_wgan_gp(images, gspec, self.out, fresh=fresh, progress=self.progress)
         history = summary.get("history", [])

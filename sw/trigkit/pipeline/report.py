@@ -168,6 +168,22 @@ def _contamination_lines(study: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _augmentation_lines(study: dict[str, Any]) -> list[str]:
+    """AUC and background rejection of every training-set row (mean +- std over seeds)."""
+    lines = ["## Generated-sample augmentation (same real test events)", "",
+             f"Generated events from `{study.get('generated_from')}`; each row trained "
+             f"{study.get('epochs')} epochs with {study.get('seeds')} seeds; "
+             f"{_fmt(study.get('seconds'))} s in all.", "",
+             "| training set | events | generated | AUC (mean +- std) | 1/eps_B (mean +- std) |"
+             " AUC per seed |", "|---|---|---|---|---|---|"]
+    for row, r in study.get("rows", {}).items():
+        lines.append(f"| {row} | {r['train_events']} | {r['generated_events']} | "
+                     f"{_fmt(r['auc_mean'], 4)} +- {_fmt(r['auc_std'], 2)} | "
+                     f"{_fmt(r['inv_bkg_eff_mean'], 4)} +- {_fmt(r['inv_bkg_eff_std'], 2)} | "
+                     + ", ".join(_fmt(v, 4) for v in r["auc"]) + " |")
+    return lines + [""]
+
+
 #: Calibration numbers of a Bayesian regression, in table order.
 _CALIBRATION_NAMES = {
     "pull_width": "pull width (std of Phi^-1(PIT); 1 = calibrated)",
@@ -299,6 +315,8 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         lines.append("")
     if report.get("contamination"):
         lines += _contamination_lines(report["contamination"])
+    if report.get("augmentation"):
+        lines += _augmentation_lines(report["augmentation"])
     training = report.get("training")
     if training and training.get("stopped_by") == "time":
         lines += [f"> **WARNING: training was stopped by its wall-clock safety limit** after "

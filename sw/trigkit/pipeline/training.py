@@ -31,13 +31,13 @@ from trigkit.core.report import read_report, update_report
 from trigkit.evaluate import evaluate_model
 from trigkit.evaluate.offline import pt_bin_centres
 from trigkit.evaluate.uncertainty import plot_spread_vs_size
-from trigkit.learn.data import Split, input_codes, load_splits
-from trigkit.learn.gan import sample
+from trigkit.learn.data import Split, load_splits
 from trigkit.learn.models import count_parameters, weight_memory_bits, weight_tensors
 from trigkit.learn.train import Trainer, load_trained_model
 from trigkit.offline.data import table_classes
 from trigkit.offline.tabular import columns_of
 
+from .augmentation import augmentation_study, extended, generated_images
 from .contamination import contamination_study
 from .report import write_markdown
 from .seeds import train_seeds
@@ -93,23 +93,11 @@ def run_evaluation(card: ModelCard, progress: bool = False) -> dict:
 
 
 def with_generated(card: ModelCard, train: Split) -> Split:
-    """The training split plus ``evaluation.generated_events`` images from the WGAN-GP model
+    """The training split plus ``evaluation.generated_events`` images from the generative model
     ``evaluation.generated_from``, labelled with the class that model was trained on."""
-    gcard = load_card(card.evaluation.generated_from)
-    if gcard.task != "generative" or len(gcard.data.train_on) != 1:
-        raise TrigkitError(f"evaluation.generated_from {gcard.name} must be a WGAN-GP card "
-                           "trained on one class (data.train_on: [CLASS])")
-    cls = gcard.data.train_on[0]
-    if cls not in card.data.classes:
-        raise TrigkitError(f"{gcard.name} generates {cls!r} jets, not a class of {card.name}")
-    n = card.evaluation.generated_events
-    fake = sample(load_trained_model(gcard), n, seed=card.evaluation.seed)
-    fake = input_codes(card, fake.reshape(n, *card.data.input_shape))
-    x = np.concatenate([train.images(), fake.astype(train.images().dtype)])
-    y = np.concatenate([train.target, np.full(n, card.data.classes.index(cls), np.int64)])
-    extra = {k: np.concatenate([v, np.full(n, np.nan)]) for k, v in train.extra.items()}
-    return Split("train", train.path, np.concatenate([train.index, np.full(n, -1)]), y, x,
-                 extra, train.context)
+    fake, label = generated_images(card, card.evaluation.generated_from,
+                                   card.evaluation.generated_events, card.evaluation.seed)
+    return extended(train, fake, label)
 
 
 def train_variants(card: ModelCard, progress: bool = False, fresh: bool = False,
@@ -357,5 +345,8 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
             write_markdown(out, card.description)
         if card.evaluation.contamination is not None:
             outcome["contamination"] = contamination_study(card, progress, fresh, say=say)
+            write_markdown(out, card.description)
+        if card.evaluation.augmentation is not None:
+            outcome["augmentation"] = augmentation_study(card, progress, fresh, say=say)
             write_markdown(out, card.description)
     return outcome
