@@ -12,12 +12,11 @@ from trigkit.learn.pixel_gan import (
     PixelGANSpec,
     PixelSetCritic,
     PixelSetGenerator,
-    PointCodec,
-    hit_sets,
     load_pixel_generator,
     train_pixel_gan,
     validation_ks,
 )
+from trigkit.learn.pixel_sets import PointCodec, hit_sets
 from trigkit.offline.jetprep import image_observables
 
 SHAPE = (2, 9, 9)
