@@ -204,11 +204,6 @@ def validation_ks(generator: PixelSetGenerator, images: np.ndarray, seed: int
     return {**ks, "max_ks": max(ks.values())}
 
 
-def _requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def _dequantised(points: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
                  ) -> torch.Tensor:
     """Real points with row/column spread uniformly over their pixel (in units of 4 pixels)."""
@@ -235,13 +230,13 @@ def _critic_step(nets: tuple, opt_c, real: torch.Tensor, mask: torch.Tensor, spe
 def _generator_step(nets: tuple, opt_g, batch: int, gen: torch.Generator, ema: float
                     ) -> float:
     generator, critic, average = nets
-    _requires_grad(critic, False)
+    critic.requires_grad_(False)
     z, eps, mask = generator.noise(batch, gen)
     loss = -critic(generator(z, eps, mask), mask).mean()
     opt_g.zero_grad(set_to_none=True)
     loss.backward()
     opt_g.step()
-    _requires_grad(critic, True)
+    critic.requires_grad_(True)
     with torch.no_grad():
         for p_avg, p in zip(average.parameters(), generator.parameters(), strict=True):
             p_avg.lerp_(p, 1.0 - ema)
