@@ -175,7 +175,8 @@ def _load(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _check_config(ckpt: dict[str, Any], want: dict[str, Any], path: Path) -> None:
+def check_checkpoint_config(ckpt: dict[str, Any], want: dict[str, Any], path: Path) -> None:
+    """Refuse a GAN checkpoint whose ``config`` differs from ``want`` (naming each key)."""
     diff = [k for k in want if ckpt["config"].get(k) != want[k]]
     if diff:
         have = ", ".join(f"{k} {ckpt['config'].get(k)} (now {want[k]})" for k in diff)
@@ -191,7 +192,7 @@ def _requires_grad(module: nn.Module, flag: bool) -> None:
 def _resume_gan(last: Path, gen: Generator, critic: Critic, opt_g, opt_c) -> dict[str, Any]:
     """Restore both networks and optimisers from ``last``; the training state."""
     ckpt = _load(last)
-    _check_config(ckpt, _config(gen), last)
+    check_checkpoint_config(ckpt, _config(gen), last)
     gen.load_state_dict(ckpt["generator"])
     critic.load_state_dict(ckpt["critic"])
     opt_g.load_state_dict(ckpt["generator_optimizer"])
@@ -326,7 +327,7 @@ def load_generator(out_dir: Path, shape: Sequence[int], latent_dim: int) -> Gene
                            "first (trigkit train --model NAME)")
     ckpt = _load(path)
     want = {"latent_dim": int(latent_dim), "shape": list(_shape(shape))}
-    _check_config(ckpt, want, path)
+    check_checkpoint_config(ckpt, want, path)
     gen = Generator(latent_dim, shape, width=ckpt["config"]["width"])
     gen.load_state_dict(ckpt["generator"])
     return gen.eval()

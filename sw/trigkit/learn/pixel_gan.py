@@ -43,7 +43,7 @@ from trigkit.core.errors import TrigkitError
 from trigkit.core.io import write_json_atomic
 
 from .checkpoint import read_checkpoint, save_checkpoint
-from .gan import gradient_penalty
+from .gan import check_checkpoint_config, gradient_penalty
 from .pixel_sets import N_OBSERVABLES, PointCodec
 
 #: Observables the validation KS distances are computed on (and the best epoch chosen by).
@@ -289,14 +289,6 @@ def _read(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _check_config(ckpt: dict[str, Any], want: dict[str, Any], path: Path) -> None:
-    diff = [k for k in want if ckpt["config"].get(k) != want[k]]
-    if diff:
-        have = ", ".join(f"{k} {ckpt['config'].get(k)} (now {want[k]})" for k in diff)
-        raise TrigkitError(f"pixel WGAN-GP checkpoint {path} was trained with a different "
-                           f"setup: {have}; delete it or train with --fresh")
-
-
 def _start(images: np.ndarray, spec: PixelGANSpec, out_dir: Path, fresh: bool, verbose: bool):
     """Networks, optimisers and training state, fresh or resumed from ``last.pt``."""
     torch.manual_seed(spec.seed)
@@ -310,7 +302,7 @@ def _start(images: np.ndarray, spec: PixelGANSpec, out_dir: Path, fresh: bool, v
     last = out_dir / "last.pt"
     if last.is_file() and not fresh:
         ckpt = _read(last)
-        _check_config(ckpt, _config(generator, spec), last)
+        check_checkpoint_config(ckpt, _config(generator, spec), last)
         generator.load_state_dict(ckpt["generator"])
         average.load_state_dict(ckpt["generator_average"])
         critic.load_state_dict(ckpt["critic"])
@@ -391,7 +383,7 @@ def load_pixel_generator(out_dir: Path, shape: Sequence[int], spec: PixelGANSpec
     ckpt = _read(path)
     spec = replace(spec, pixel_size=float(ckpt["config"].get("pixel_size", spec.pixel_size)))
     generator = PixelSetGenerator(shape, spec.pixel_size, spec)
-    _check_config(ckpt, _config(generator, spec), path)
+    check_checkpoint_config(ckpt, _config(generator, spec), path)
     generator.codec.counts = torch.zeros_like(ckpt["generator"]["codec.counts"])
     generator.load_state_dict(ckpt["generator"])
     return generator.eval()
