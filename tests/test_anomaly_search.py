@@ -189,3 +189,50 @@ def test_contamination_study_trains_and_reports(workdir):
     report = read_report(build)
     assert report["contamination"]["signals"] == json.loads(json.dumps(out["signals"]))
     assert "## Signal contamination" in render_markdown(report)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"lambdas": []}, "evaluation.decorrelation.lambdas"),
+    ({"lambdas": [0.0, 0.001]}, "evaluation.decorrelation.lambdas"),
+    ({"lambdas": [0.001, 0.001]}, "evaluation.decorrelation.lambdas"),
+    ({"lambdas": [0.001], "target_inv_jsd": 0}, "evaluation.decorrelation.target_inv_jsd"),
+])
+def test_decorrelation_config_errors_name_the_key(spec, match):
+    card = {"name": "t", "task": "anomaly", "data": {"source": "jets",
+                                                     "classes": ["qcd", "top"]},
+            "architecture": {"kind": "autoencoder"},
+            "evaluation": {"background": "qcd", "decorrelation": spec}}
+    with pytest.raises(ConfigError, match=match):
+        from_dict(ModelCard, card)
+
+
+def test_chosen_lambda_is_the_smallest_passing_on_validation():
+    from trigkit.pipeline.decorrelation import chosen_lambda
+
+    assert chosen_lambda({0.001: 25.0, 0.0005: 21.0, 0.0002: 8.0}, 20.0) == 0.0005
+    assert chosen_lambda({0.001: 19.0, 0.002: 30.0}, 20.0) == 0.002
+    assert chosen_lambda({0.001: 5.0}, 20.0) is None
+
+
+def test_decorrelation_study_trains_every_lambda_and_reports(workdir):
+    from trigkit.core.report import read_report
+    from trigkit.pipeline.decorrelation import decorrelation_study
+    from trigkit.pipeline.report import render_markdown
+
+    card = ae_card(workdir, decorrelation={"lambdas": [0.5, 0.05], "target_inv_jsd": 1e-6,
+                                           "epochs": 1})
+    said = []
+    out = decorrelation_study(card, say=said.append)
+    assert out["lambdas"] == [0.05, 0.5] and out["epochs"] == 1
+    assert out["chosen_lambda"] == 0.05  # every lambda passes a tiny target: the smallest
+    for key, run in out["runs"].items():
+        assert run["val_inv_jsd"] > 0
+        assert set(run["scores"]) == {"error", "error_vs_complexity", "latent_density"}
+        assert (workdir / "build" / "tiny_ae" / "decorrelation" / f"disco_{key}"
+                / "best.pt").is_file()
+    build = workdir / "build" / "tiny_ae"
+    assert (build / "plots" / "decorrelation_tradeoff.png").is_file()
+    assert len(said) == 3
+    report = read_report(build)
+    assert report["decorrelation"]["chosen_lambda"] == 0.05
+    assert "lambda = 0.05" in render_markdown(report)

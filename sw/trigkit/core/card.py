@@ -25,7 +25,7 @@ from .config import apply_overrides, from_dict, load_yaml, require_range, to_dic
 from .errors import ConfigError, TrigkitError
 from .network_spec import ArchSpec, QuantSpec
 from .paths import MODELS_DIR
-from .study_spec import AugmentationSpec, ContaminationSpec, HuntSpec
+from .study_spec import AugmentationSpec, ContaminationSpec, DecorrelationSpec, HuntSpec
 
 #: An FPGA part name (e.g. ``xcvu13p-flga2577-2-e``): it goes into vendor Tcl scripts, so only
 #: letters, digits and dashes are accepted.
@@ -199,7 +199,9 @@ class TrainSpec:
     anomaly score and that variable) or an adversary (``adversary_lambda``; a network predicts
     the variable's quantile bin from the score, the model is trained to defeat it).
     WGAN-GP models use ``critic_steps`` critic updates per generator update and a gradient
-    penalty ``gp_lambda``. ``monitor`` selects ``best.pt`` and drives early stopping on the
+    penalty ``gp_lambda``; pixel-set WGAN-GPs can add ``observable_matching`` x the 1D
+    Wasserstein distances of jet pT, mass and width between a generated and a real batch to the
+    generator loss. ``monitor`` selects ``best.pt`` and drives early stopping on the
     validation split: ``val_loss`` (distillation term included), ``val_accuracy``
     (classification) or ``val_median_abs`` (regression). ``seeds`` > 1 trains that many seeds
     (``seed``, ``seed + 1``, ...) and ships the one with the best ``monitor`` value.
@@ -228,6 +230,7 @@ class TrainSpec:
     adversary_lr: float = 1e-3
     critic_steps: int = 5
     gp_lambda: float = 10.0
+    observable_matching: float = 0.0
 
     def validate(self) -> None:
         require_range("training.epochs", self.epochs, 1, 10000)
@@ -236,6 +239,7 @@ class TrainSpec:
         require_range("training.adversary_bins", self.adversary_bins, 2, 1000)
         require_range("training.critic_steps", self.critic_steps, 1, 100)
         require_range("training.gp_lambda", self.gp_lambda, 0.0)
+        require_range("training.observable_matching", self.observable_matching, 0.0)
         require_range("training.batch_size", self.batch_size, 1, 1 << 16)
         require_range("training.lr", self.lr, 0.0, 10.0, lo_open=True)
         require_range("training.weight_decay", self.weight_decay, 0.0)
@@ -266,6 +270,8 @@ class EvalSpec:
         generated_events: how many generated images that variant gets.
         hunt: the resonance search of ``source: dijet`` cards (CWoLa, ANODE).
         contamination: the signal-contamination study of an anomaly search.
+        decorrelation: the DisCo-strength study of an anomaly search (lambda chosen on the
+            validation background).
         augmentation: the generated-sample augmentation study of a classifier.
     """
 
@@ -281,6 +287,7 @@ class EvalSpec:
     generated_events: int = 0
     hunt: HuntSpec | None = None
     contamination: ContaminationSpec | None = None
+    decorrelation: DecorrelationSpec | None = None
     augmentation: AugmentationSpec | None = None
 
     def validate(self) -> None:
@@ -349,6 +356,9 @@ class ModelCard:
         if self.task == "anomaly" and self.architecture.kind != "autoencoder":
             raise ConfigError("task anomaly needs architecture.kind: autoencoder")
         self._check_contamination()
+        if self.evaluation.decorrelation is not None and self.task != "anomaly":
+            raise ConfigError("evaluation.decorrelation is a study of anomaly searches (task: "
+                              f"anomaly), not of task {self.task}")
         if self.evaluation.augmentation is not None and self.task != "classification":
             raise ConfigError("evaluation.augmentation is a study of classifiers (task: "
                               f"classification), not of task {self.task}")

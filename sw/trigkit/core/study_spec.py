@@ -1,5 +1,7 @@
 """The study sections of a model card's ``evaluation``: the resonance search of the dijet toy
-(``hunt``) and the signal contamination of an anomaly search (``contamination``)."""
+(``hunt``), the signal contamination and the DisCo strength of an anomaly search
+(``contamination``, ``decorrelation``) and the generated-sample augmentation of a classifier
+(``augmentation``)."""
 
 from __future__ import annotations
 
@@ -79,6 +81,39 @@ class ContaminationSpec:
             raise ConfigError(f"evaluation.contamination.fractions {list(self.fractions)} "
                               "repeats a value")
         require_range("evaluation.contamination.epochs", self.epochs, 0, 10000)
+
+
+@dataclass(frozen=True)
+class DecorrelationSpec:
+    """DisCo strength of an anomaly search (``task: anomaly``): the autoencoder retrained with
+    each penalty ``lambdas`` (``training.disco_lambda``) on the card's events; the one shipped
+    is the *smallest* whose plain reconstruction error keeps ``target_inv_jsd`` on the
+    background events of the validation split (the background alone decides, as it would on
+    data), and every lambda is evaluated on the test events with every score.
+
+    Attributes:
+        lambdas: DisCo penalties to train, each > 0.
+        target_inv_jsd: 1/JSD of the background mass at 50 % background efficiency that the
+            chosen lambda must reach on the validation events.
+        epochs: training epochs of each study model (0: the card's ``training.epochs``).
+    """
+
+    lambdas: tuple[float, ...] = ()
+    target_inv_jsd: float = 20.0
+    epochs: int = 0
+
+    def validate(self) -> None:
+        if not self.lambdas:
+            raise ConfigError("evaluation.decorrelation.lambdas must list at least one DisCo "
+                              "penalty, e.g. [0.0005, 0.001, 0.002]")
+        for lam in self.lambdas:
+            require_range("evaluation.decorrelation.lambdas", lam, 0.0, lo_open=True)
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ConfigError(f"evaluation.decorrelation.lambdas {list(self.lambdas)} repeats "
+                              "a value")
+        require_range("evaluation.decorrelation.target_inv_jsd", self.target_inv_jsd, 0.0,
+                      lo_open=True)
+        require_range("evaluation.decorrelation.epochs", self.epochs, 0, 10000)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,32 @@ def _contamination_lines(study: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _decorrelation_lines(study: dict[str, Any]) -> list[str]:
+    """Every DisCo lambda: validation 1/JSD (chooses lambda), test AUC per class and 1/JSD per
+    score; the chosen lambda."""
+    runs = study.get("runs", {})
+    if not runs:
+        return []
+    classes = list(next(iter(runs.values()))["scores"]["error"]["per_class"])
+    lam = study.get("chosen_lambda")
+    lines = ["## DisCo strength (lambda chosen on validation background, tested on test events)",
+             "", f"Each model trained {study.get('epochs')} epochs; the shipped lambda is the "
+             f"smallest whose plain error reaches 1/JSD >= {_fmt(study.get('target_inv_jsd'))} "
+             f"on the {study.get('validation_background_events')} validation background jets: "
+             f"**{'none reaches it' if lam is None else f'lambda = {lam:g}'}**; "
+             f"{_fmt(study.get('seconds'))} s in all.", "",
+             "| lambda | validation 1/JSD (error) | score | "
+             + " | ".join(f"AUC {c}" for c in classes) + " | 1/JSD @ 50 % bkg (test) |",
+             "|---|---|---|" + "---|" * (len(classes) + 1)]
+    for key, r in runs.items():
+        mark = " (chosen)" if lam is not None and r["lambda"] == lam else ""
+        for score, m in r["scores"].items():
+            aucs = " | ".join(_fmt(m["per_class"].get(c, {}).get("auc"), 3) for c in classes)
+            lines.append(f"| {key}{mark} | {_fmt(r['val_inv_jsd'], 3)} | {score} | {aucs} | "
+                         f"{_fmt(m['inv_jsd_at_50pct_bkg_eff'], 3)} |")
+    return lines + [""]
+
+
 def _augmentation_lines(study: dict[str, Any]) -> list[str]:
     """AUC and background rejection of every training-set row (mean +- std over seeds)."""
     lines = ["## Generated-sample augmentation (same real test events)", "",
@@ -315,6 +341,8 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         lines.append("")
     if report.get("contamination"):
         lines += _contamination_lines(report["contamination"])
+    if report.get("decorrelation"):
+        lines += _decorrelation_lines(report["decorrelation"])
     if report.get("augmentation"):
         lines += _augmentation_lines(report["augmentation"])
     training = report.get("training")

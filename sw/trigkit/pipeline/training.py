@@ -39,6 +39,7 @@ from trigkit.offline.tabular import columns_of
 
 from .augmentation import augmentation_study, extended, generated_images
 from .contamination import contamination_study
+from .decorrelation import decorrelation_study
 from .report import write_markdown
 from .seeds import train_seeds
 
@@ -345,6 +346,9 @@ def train_stage(card: ModelCard, *, fresh: bool = False, epochs: int | None = No
             write_markdown(out, card.description)
         if card.evaluation.contamination is not None:
             outcome["contamination"] = contamination_study(card, progress, fresh, say=say)
+            write_markdown(out, card.description)
+        if card.evaluation.decorrelation is not None:
+            outcome["decorrelation"] = decorrelation_study(card, progress, fresh, say=say)
             write_markdown(out, card.description)
         if card.evaluation.augmentation is not None:
             outcome["augmentation"] = augmentation_study(card, progress, fresh, say=say)
