@@ -244,14 +244,15 @@ def _generator_step(nets: tuple, opt_g, real: tuple, gen: torch.Generator, spec:
                     ) -> tuple[float, float]:
     """One generator update on as many jets as the real batch ``(points, mask)``: the critic
     loss plus ``observable_matching`` x :func:`observable_w1` against that real batch; then the
-    weight average. Returns (critic loss, observable distance)."""
+    weight average. Returns (critic loss, observable distance; 0 when not matched)."""
     generator, critic, average = nets
     critic.requires_grad_(False)
     z, eps, mask = generator.noise(len(real[0]), gen)
     fake = generator(z, eps, mask)
     loss = -critic(fake, mask).mean()
-    w1 = observable_w1(generator.codec, fake, mask, *real)
+    w1 = torch.zeros(())
     if spec.observable_matching > 0:
+        w1 = observable_w1(generator.codec, fake, mask, *real)
         loss = loss + spec.observable_matching * w1
     opt_g.zero_grad(set_to_none=True)
     loss.backward()

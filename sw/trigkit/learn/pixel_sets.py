@@ -98,24 +98,11 @@ class PointCodec(nn.Module):
         total = torch.exp(points[:, :1, -1] * self.sum_std + self.sum_mean)
         return torch.exp(points[..., 2] * self.share_std + self.share_mean) * total * mask
 
-    def grid_angles(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eta, phi) of the pixel centres the points land in when decoded (rounded and
-        clipped onto the grid as :meth:`decode` does), relative to the image centre; the
-        rounding passes gradients straight through, so observables of generated points are
-        those of the images they decode to and still train the generator."""
-        out = []
-        for axis, size in zip((0, 1), self.shape[1:], strict=True):
-            centre = (size - 1) / 2.0
-            index = points[..., axis] * 4.0 + centre
-            snapped = index.detach().round().clamp(0, size - 1)
-            out.append((index + (snapped - index.detach()) - centre) * self.pixel_size)
-        return out[0], out[1]
-
     def observables(self, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Differentiable (N, 5): log image sum, log(1 + mass), log(width + 0.001), channel-0
-        share, multiplicity / 16, of massless deposits at the centres of the pixels the points
-        decode to (:meth:`grid_angles`): the observables of the decoded images."""
-        eta, phi = self.grid_angles(points)
+        share, multiplicity / 16, of massless deposits at the points' (eta, phi)."""
+        eta = points[..., 0] * 4.0 * self.pixel_size
+        phi = points[..., 1] * 4.0 * self.pixel_size
         pt = self.point_pt(points, mask)
         s = pt.sum(dim=1) + 1e-12
         e, pz = (pt * torch.cosh(eta)).sum(1), (pt * torch.sinh(eta)).sum(1)
