@@ -15,16 +15,7 @@ from trigkit.core.plots import plt
 from trigkit.core.report import json_safe, read_report, report_path
 from trigkit.firmware.fpga import VU13P
 
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3g}"
-        return f"{v:.{digits}g}"
-    return str(v)
-
+from .study_report import augmentation_lines, contamination_lines, decorrelation_lines, fmt
 
 _METRIC_NAMES = {
     "accuracy": "accuracy (3 classes; baseline: muon vs noise)",
@@ -68,13 +59,13 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
             for key, label in _WP_NAMES.items():
                 if key in wp:
                     bv = per_b.get(cls, {}).get(key)
-                    lines.append(f"| {cls} | {label} | {_fmt(wp[key])} | {_fmt(bv)} |")
+                    lines.append(f"| {cls} | {label} | {fmt(wp[key])} | {fmt(bv)} |")
         lines.append("")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)
                and not isinstance(v, bool)}
     if scalars:
         lines += ["| metric | network | baseline |", "|---|---|---|"]
-        lines += [f"| {_WP_NAMES.get(k, k)} | {_fmt(v)} | {_fmt(baseline.get(k))} |"
+        lines += [f"| {_WP_NAMES.get(k, k)} | {fmt(v)} | {fmt(baseline.get(k))} |"
                   for k, v in scalars.items()]
         lines.append("")
     if variants:
@@ -83,12 +74,12 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
         lines += ["## Variants (same events, same run)", "",
                   "| variant | changes | " + " | ".join(_WP_NAMES.get(k, k) for k in keys) + " |",
                   "|---|---|" + "---|" * len(keys),
-                  "| this model | - | " + " | ".join(_fmt(metrics.get(k)) for k in keys) + " |"]
+                  "| this model | - | " + " | ".join(fmt(metrics.get(k)) for k in keys) + " |"]
         for name, v in variants.items():
             m = v.get("metrics", {})
             changes = ", ".join(f"{k}: {_short(val)}" for k, val in v.get("overrides", {}).items())
             lines.append(f"| {name} | {changes} | "
-                         + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+                         + " | ".join(fmt(m.get(k)) for k in keys) + " |")
         lines.append("")
         if "eff_vs_pt" in metrics:
             rows = {"this model": metrics["eff_vs_pt"]} | {
@@ -121,8 +112,8 @@ def _offline_lines(metrics: dict[str, Any], baseline: dict[str, Any],
         for q, stats in gan.items():
             for stat, v in stats.items():
                 if isinstance(v, int | float):
-                    lines.append(f"| {q} | {stat} | {_fmt(v)} | "
-                                 f"{_fmt(baseline.get(q, {}).get(stat))} |")
+                    lines.append(f"| {q} | {stat} | {fmt(v)} | "
+                                 f"{fmt(baseline.get(q, {}).get(stat))} |")
         lines.append("")
     return lines
 
@@ -138,75 +129,17 @@ def _anomaly_lines(metrics: dict[str, Any], variants: dict[str, Any]) -> list[st
              "|---|---|" + "---|" * (len(classes) + 2)]
     for run, m in runs.items():
         for score, sm in m["scores"].items():
-            aucs = " | ".join(_fmt(sm["per_class"].get(c, {}).get("auc"), 3) for c in classes)
+            aucs = " | ".join(fmt(sm["per_class"].get(c, {}).get("auc"), 3) for c in classes)
             lines.append(f"| {run} | {score} | {aucs} | "
-                         f"{_fmt(sm['inv_jsd_at_50pct_bkg_eff'], 3)} | "
-                         f"{_fmt(sm['dcor2_score_mass_bkg'], 3)} |")
+                         f"{fmt(sm['inv_jsd_at_50pct_bkg_eff'], 3)} | "
+                         f"{fmt(sm['dcor2_score_mass_bkg'], 3)} |")
     fit = metrics.get("score_fit", {})
     if fit:
         lines += ["", "Complexity fit (this model, validation events): log error = "
-                  f"{_fmt(fit.get('log_error_offset'))} + {_fmt(fit.get('log_error_slope'))} x "
-                  f"{fit.get('complexity')}, residual RMS {_fmt(fit.get('log_error_residual_rms'))}"
+                  f"{fmt(fit.get('log_error_offset'))} + {fmt(fit.get('log_error_slope'))} x "
+                  f"{fit.get('complexity')}, residual RMS {fmt(fit.get('log_error_residual_rms'))}"
                   f" ({fit.get('complexity_fit_events')} jets); latent Gaussian fitted on "
                   f"{fit.get('latent_fit_events')} training jets."]
-    return lines + [""]
-
-
-def _contamination_lines(study: dict[str, Any]) -> list[str]:
-    """AUC and 1/JSD versus the signal fraction of the training sample, per signal and score."""
-    fr = study.get("fractions", [])
-    lines = ["## Signal contamination (same test events)", "",
-             f"Each model trained {study.get('epochs')} epochs on the background plus the "
-             f"given share of one signal; {_fmt(study.get('seconds'))} s in all.", "",
-             "| signal | score | metric | " + " | ".join(f"{100 * f:g} %" for f in fr) + " |",
-             "|---|---|---|" + "---|" * len(fr)]
-    for sig, scores in study.get("signals", {}).items():
-        for score, r in scores.items():
-            for key, label in (("auc", "AUC"), ("inv_jsd", "1/JSD")):
-                lines.append(f"| {sig} | {score} | {label} | "
-                             + " | ".join(_fmt(v, 3) for v in r[key]) + " |")
-    return lines + [""]
-
-
-def _decorrelation_lines(study: dict[str, Any]) -> list[str]:
-    """Every DisCo lambda: validation 1/JSD (chooses lambda), test AUC per class and 1/JSD per
-    score; the chosen lambda."""
-    runs = study.get("runs", {})
-    if not runs:
-        return []
-    classes = list(next(iter(runs.values()))["scores"]["error"]["per_class"])
-    lam = study.get("chosen_lambda")
-    lines = ["## DisCo strength (lambda chosen on validation background, tested on test events)",
-             "", f"Each model trained {study.get('epochs')} epochs; the shipped lambda is the "
-             f"smallest whose plain error reaches 1/JSD >= {_fmt(study.get('target_inv_jsd'))} "
-             f"on the {study.get('validation_background_events')} validation background jets: "
-             f"**{'none reaches it' if lam is None else f'lambda = {lam:g}'}**; "
-             f"{_fmt(study.get('seconds'))} s in all.", "",
-             "| lambda | validation 1/JSD (error) | score | "
-             + " | ".join(f"AUC {c}" for c in classes) + " | 1/JSD @ 50 % bkg (test) |",
-             "|---|---|---|" + "---|" * (len(classes) + 1)]
-    for key, r in runs.items():
-        mark = " (chosen)" if lam is not None and r["lambda"] == lam else ""
-        for score, m in r["scores"].items():
-            aucs = " | ".join(_fmt(m["per_class"].get(c, {}).get("auc"), 3) for c in classes)
-            lines.append(f"| {key}{mark} | {_fmt(r['val_inv_jsd'], 3)} | {score} | {aucs} | "
-                         f"{_fmt(m['inv_jsd_at_50pct_bkg_eff'], 3)} |")
-    return lines + [""]
-
-
-def _augmentation_lines(study: dict[str, Any]) -> list[str]:
-    """AUC and background rejection of every training-set row (mean +- std over seeds)."""
-    lines = ["## Generated-sample augmentation (same real test events)", "",
-             f"Generated events from `{study.get('generated_from')}`; each row trained "
-             f"{study.get('epochs')} epochs with {study.get('seeds')} seeds; "
-             f"{_fmt(study.get('seconds'))} s in all.", "",
-             "| training set | events | generated | AUC (mean +- std) | 1/eps_B (mean +- std) |"
-             " AUC per seed |", "|---|---|---|---|---|---|"]
-    for row, r in study.get("rows", {}).items():
-        lines.append(f"| {row} | {r['train_events']} | {r['generated_events']} | "
-                     f"{_fmt(r['auc_mean'], 4)} +- {_fmt(r['auc_std'], 2)} | "
-                     f"{_fmt(r['inv_bkg_eff_mean'], 4)} +- {_fmt(r['inv_bkg_eff_std'], 2)} | "
-                     + ", ".join(_fmt(v, 4) for v in r["auc"]) + " |")
     return lines + [""]
 
 
@@ -230,7 +163,7 @@ def _uncertainty_lines(unc: dict[str, Any], variants: dict[str, Any]) -> list[st
              f"{unc.get('samples')} times per event)", ""]
     if "pull_width" in unc:
         lines += ["| quantity | value |", "|---|---|"]
-        lines += [f"| {label} | {_fmt(unc[k])} |" for k, label in _CALIBRATION_NAMES.items()
+        lines += [f"| {label} | {fmt(unc[k])} |" for k, label in _CALIBRATION_NAMES.items()
                   if k in unc]
         lines += ["", "Calibration in bins of the predicted sigma:", "",
                   *_study_table(unc.get("calibration", {})), ""]
@@ -241,8 +174,8 @@ def _uncertainty_lines(unc: dict[str, Any], variants: dict[str, Any]) -> list[st
               "training-set size:", "", "| run | training events | mean spread | median "
               "spread | AUC of the mean score |", "|---|---|---|---|---|"]
     for name, u in sorted(rows.items(), key=lambda kv: kv[1].get("train_events", 0)):
-        lines.append(f"| {name} | {u.get('train_events')} | {_fmt(u.get('mean_spread'))} | "
-                     f"{_fmt(u.get('median_spread'))} | {_fmt(u.get('auc_of_mean_score'))} |")
+        lines.append(f"| {name} | {u.get('train_events')} | {fmt(u.get('mean_spread'))} | "
+                     f"{fmt(u.get('median_spread'))} | {fmt(u.get('auc_of_mean_score'))} |")
     return lines + [""]
 
 
@@ -294,13 +227,13 @@ def _study_table(obj: Any) -> list[str]:
     two columns; anything else as indented JSON."""
     scalar = (int, float, str, type(None))
     if isinstance(obj, dict) and obj and all(isinstance(v, scalar) for v in obj.values()):
-        return ["| | value |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in obj.items())]
+        return ["| | value |", "|---|---|", *(f"| {k} | {fmt(v)} |" for k, v in obj.items())]
     if isinstance(obj, dict) and obj and all(
             isinstance(v, dict) and all(isinstance(x, scalar) for x in v.values())
             for v in obj.values()):
         cols = list(dict.fromkeys(c for v in obj.values() for c in v))
         return ["| | " + " | ".join(map(str, cols)) + " |", "|---|" + "---|" * len(cols),
-                *(f"| {k} | " + " | ".join(_fmt(v.get(c)) for c in cols) + " |"
+                *(f"| {k} | " + " | ".join(fmt(v.get(c)) for c in cols) + " |"
                   for k, v in obj.items())]
     return ["```", _dump(obj), "```"]
 
@@ -332,7 +265,7 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
         lines += ["| metric | network | baseline |", "|---|---|---|"]
         for key, label in _METRIC_NAMES.items():
             if key in metrics or key in baseline:
-                lines.append(f"| {label} | {_fmt(metrics.get(key))} | {_fmt(baseline.get(key))} |")
+                lines.append(f"| {label} | {fmt(metrics.get(key))} | {fmt(baseline.get(key))} |")
         if "test_events" in metrics:
             lines += ["", f"Test events: {metrics['test_events']}"
                       + (f"; noise-only events for the fake rate: "
@@ -340,11 +273,11 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
                          if "noise_events_for_fake_rate" in metrics else "") + "."]
         lines.append("")
     if report.get("contamination"):
-        lines += _contamination_lines(report["contamination"])
+        lines += contamination_lines(report["contamination"])
     if report.get("decorrelation"):
-        lines += _decorrelation_lines(report["decorrelation"])
+        lines += decorrelation_lines(report["decorrelation"])
     if report.get("augmentation"):
-        lines += _augmentation_lines(report["augmentation"])
+        lines += augmentation_lines(report["augmentation"])
     training = report.get("training")
     if training and training.get("stopped_by") == "time":
         lines += [f"> **WARNING: training was stopped by its wall-clock safety limit** after "
@@ -354,7 +287,7 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
     if training:
         lines += ["## Training", "",
                   f"{training.get('epochs')} epochs ({training.get('stopped')}), best epoch "
-                  f"{training.get('best_epoch')}, wall time {_fmt(training.get('seconds'))} s "
+                  f"{training.get('best_epoch')}, wall time {fmt(training.get('seconds'))} s "
                   f"on {training.get('threads')} CPU threads.", ""]
     bit = report.get("bit_exact")
     if bit:
@@ -379,7 +312,7 @@ def render_markdown(report: dict[str, Any], description: str = "") -> str:
     timings = report.get("timings_s")
     if timings:
         lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in timings.items()]
+        lines += [f"| {k} | {fmt(v)} |" for k, v in timings.items()]
         lines.append("")
     plots = report.get("plots", [])
     if plots:
@@ -455,11 +388,11 @@ def write_summary(build: Path, names: list[str]) -> tuple[Path, Path | None]:
     for row in rows:
         (mn, mv, mb), (en, ev, eb) = row["metric"], row["extra"]
         lines.append(
-            f"| {row['model']} | {row['task']} | {_fmt(row['params'])} | "
-            f"{_fmt(row['weight_memory_bits'])} | {mn} | {_fmt(mv)} | {_fmt(mb)} | {en} | "
-            f"{_fmt(ev)} | {_fmt(eb)} | {row['bit_exact']} | {row['latency']} | "
-            f"{_fmt(row['lut'])} | {_fmt(row['ff'])} | {_fmt(row['dsp'])} | "
-            f"{_fmt(row['train_s'], 3)} |")
+            f"| {row['model']} | {row['task']} | {fmt(row['params'])} | "
+            f"{fmt(row['weight_memory_bits'])} | {mn} | {fmt(mv)} | {fmt(mb)} | {en} | "
+            f"{fmt(ev)} | {fmt(eb)} | {row['bit_exact']} | {row['latency']} | "
+            f"{fmt(row['lut'])} | {fmt(row['ff'])} | {fmt(row['dsp'])} | "
+            f"{fmt(row['train_s'], 3)} |")
     plot = _summary_plot(rows, build / "summary.png")
     if plot is not None:
         lines += ["", "![summary](summary.png)"]
