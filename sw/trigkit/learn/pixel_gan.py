@@ -206,7 +206,7 @@ def validation_ks(generator: PixelSetGenerator, images: np.ndarray, seed: int
     return {**ks, "max_ks": max(ks.values())}
 
 
-def dequantised(points: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
+def _dequantised(points: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
                  ) -> torch.Tensor:
     """Real points with row/column spread uniformly over their pixel (in units of 4 pixels)."""
     q = points.clone()
@@ -282,7 +282,7 @@ def _epoch(nets: tuple, opts: tuple, data: tuple, spec: PixelGANSpec, epoch: int
         for k in range(spec.critic_steps):
             b = (step * spec.critic_steps + k) % n_batches
             idx = perm[b * bs:(b + 1) * bs]
-            real = dequantised(points[idx], mask[idx], gen)
+            real = _dequantised(points[idx], mask[idx], gen)
             loss, w_est, gp = _critic_step(nets, opts[1], real, mask[idx], spec, gen)
             for key, v in zip(("critic_loss", "wasserstein", "gp"), (loss, w_est, gp),
                               strict=True):
